@@ -1,0 +1,64 @@
+"""Loss terms of the released MedGS code (method.md s3-s4)."""
+from __future__ import annotations
+
+import math
+
+
+def l1(a, b):
+    return (a - b).abs().mean()
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype):
+    import torch
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(a, b, window: int = 11, sigma: float = 1.5):
+    """Mean SSIM of two [B, C, H, W] batches: 11x11 Gaussian window, sigma 1.5, C1=0.01^2, C2=0.03^2.
+
+    Zero padding as in the 3DGS/MedGS `ssim` (conv2d with padding = window // 2).
+    """
+    import torch.nn.functional as F
+    c = a.shape[1]
+    g = _gaussian_window(window, sigma, a.device, a.dtype)
+    kx = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    ky = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    pad = window // 2
+
+    def blur(x):
+        x = F.conv2d(x, kx, padding=(0, pad), groups=c)
+        return F.conv2d(x, ky, padding=(pad, 0), groups=c)
+
+    mu_a, mu_b = blur(a), blur(b)
+    saa = blur(a * a) - mu_a * mu_a
+    sbb = blur(b * b) - mu_b * mu_b
+    sab = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (saa + sbb + c2)
+    return (num / den).mean()
+
+
+def sigma_range_penalty(sigma_t, lower: float, upper: float = 1.0):
+    """L_sigma as coded upstream: mean |sigma - lb| over those below lb plus mean |sigma - 1| over those above 1."""
+    # written without boolean indexing so that it never waits for the GPU
+    below = (sigma_t < lower).to(sigma_t.dtype)
+    above = (sigma_t > upper).to(sigma_t.dtype)
+    lo = ((lower - sigma_t) * below).sum() / below.sum().clamp_min(1.0)
+    hi = ((sigma_t - upper) * above).sum() / above.sum().clamp_min(1.0)
+    return lo + hi
+
+
+def soft_dice(pred, target, eps: float = 1.0):
+    """1 - mean soft Dice over channels; pred/target [B, C, H, W] in [0, 1]."""
+    dims = (0, 2, 3)
+    inter = (pred * target).sum(dims)
+    den = pred.sum(dims) + target.sum(dims)
+    return 1.0 - ((2 * inter + eps) / (den + eps)).mean()
+
+
+def psnr(a, b) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 99.0 if mse <= 1e-10 else -10.0 * math.log10(mse)

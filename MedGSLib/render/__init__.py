@@ -1,0 +1,7 @@
+"""Rendering backends behind one interface: `Renderer.render(splats) -> RenderOutput`.
+
+`torch_renderer.TorchRenderer` runs on any torch device (CPU in CI); `gsplat_renderer`
+runs gsplat's CUDA kernels. Both follow gsplat's kernel semantics (see torch_renderer).
+`select_renderer` picks one for a device and says why.
+"""
+from .base import RenderOutput, Renderer, select_renderer  # noqa: F401

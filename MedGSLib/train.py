@@ -1,0 +1,301 @@
+"""Training of Folded Gaussians on frames (method.md s2-s4), with progress, cancel and checkpoints.
+
+Pipelines: "img" (intensity), "seg" (label channels only), "joint" (shared geometry, both heads),
+"seg_head_only" (geometry and image head frozen; only the label head learns).
+Frames are float32 [F, H, W] in [0, 1]; masks are float32 [L, F, H, W] one-hot channels.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from .config import TrainConfig
+from .errors import CancelledError, InputError, OutOfMemoryError
+
+log = logging.getLogger(__name__)
+
+PIPELINES = ("img", "seg", "joint", "seg_head_only")
+
+
+@dataclass
+class TrainResult:
+    model: "object"
+    info: dict = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, frames, config: TrainConfig, *, masks=None, mask_frames=None, pipeline: str = "img",
+                 model=None, progress=None, cancel=None, device=None, renderer=None, renderer_reason=""):
+        import torch
+        from .render.base import resolve_device, select_renderer
+        if pipeline not in PIPELINES:
+            raise InputError(f"unknown pipeline {pipeline!r}; choose one of {PIPELINES}")
+        if frames is None and pipeline in ("img", "joint"):
+            raise InputError(f"pipeline {pipeline!r} needs image frames")
+        if masks is None and pipeline != "img":
+            raise InputError(f"pipeline {pipeline!r} needs label masks")
+        ref = frames if frames is not None else masks[0]
+        if ref.dim() != 3 or ref.shape[0] < 2:
+            raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
+        self.cfg = config
+        self.pipeline = pipeline
+        self.device = device if device is not None else resolve_device(config.device)
+        if renderer is None:
+            renderer, renderer_reason = select_renderer(self.device, config.renderer)
+        self.renderer, self.renderer_reason = renderer, renderer_reason
+        self.F, self.H, self.W = (int(x) for x in ref.shape)
+        self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
+        self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
+        self.mask_frames = (torch.as_tensor(sorted(mask_frames), dtype=torch.long) if mask_frames is not None
+                            else torch.arange(self.F))
+        self.times = (torch.arange(self.F, dtype=torch.float32) / self.F).to(self.device)
+        self.progress = progress
+        self.cancel = cancel
+        self.gen = torch.Generator().manual_seed(int(config.seed))
+        torch.manual_seed(int(config.seed))
+        self.step = 0
+        self.history: list[dict] = []
+        self.model = model if model is not None else self._init_model()
+        if self.masks is not None and not self.model.has_seg:
+            self.model.add_seg_head(self.masks.shape[0])
+        self._build_optimizer()
+        from .densify import DensifyState
+        self.dstate = DensifyState(self.model.n, self.device)
+        self.background = None
+
+    # ------------------------------------------------------------------ setup
+    def _init_model(self):
+        from .model import FoldedGaussians
+        mc = self.cfg.model
+        if mc.init == "pixels":
+            src = self.frames if self.frames is not None else self.masks.amax(0)
+            n = mc.num_points
+            return FoldedGaussians.init_pixels(src, n, mc.poly_degree, mc.init_opacity, self.gen, self.device)
+        if mc.init == "random":
+            return FoldedGaussians.init_random(mc.num_points, self.H, self.W, mc.poly_degree, mc.init_opacity,
+                                               self.gen, self.device)
+        raise InputError(f"unknown init {mc.init!r}: use 'random' or 'pixels'")
+
+    def _build_optimizer(self):
+        from .model import EXTENT
+        from .optim import ParamOptimizer
+        o = self.cfg.optim
+        lrs = {"xyz": o.xyz * EXTENT, "color": o.color, "opacity": o.opacity, "scaling": o.scaling,
+               "rotation": o.rotation, "m": o.m, "sigma": o.sigma, "w": o.w,
+               "seg_color": o.seg_color, "seg_opacity": o.seg_opacity}
+        keys = set(self.model.params)
+        if self.pipeline == "seg_head_only":
+            trainable = {"seg_color", "seg_opacity"}
+            lrs["seg_opacity"] = o.seg_color        # released code: one group at feature lr
+        elif self.pipeline == "seg":
+            trainable = keys - {"color", "opacity"}
+        elif self.pipeline == "img":
+            trainable = keys - {"seg_color", "seg_opacity"}
+        else:
+            trainable = keys
+        self.opt = ParamOptimizer(self.model.params, lrs, trainable & keys)
+
+    def _xyz_lr(self, step: int) -> float:
+        from .model import EXTENT
+        o = self.cfg.optim
+        frac = min(1.0, step / max(1, self.cfg.schedule.iterations))
+        return math.exp(math.log(o.xyz * EXTENT) * (1 - frac) + math.log(o.xyz_final * EXTENT) * frac)
+
+    # ------------------------------------------------------------------ one step
+    def _pick_frames(self):
+        """Training frames of this step and the in-between pairs (k, k+1) for IBFR."""
+        import torch
+        sc = self.cfg.schedule
+        F = self.F
+        if sc.window:
+            k = int(torch.randint(0, F, (1,), generator=self.gen))
+            frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F]
+            pairs = [(i, i + 1) for i in (k - 1, k) if 0 <= i and i + 1 < F]
+        else:
+            n = min(sc.frames_per_step, F)
+            frames = sorted(torch.randperm(F, generator=self.gen)[:n].tolist())
+            pairs = [(i, i + 1) for i in frames if i + 1 < F]
+        return frames, pairs
+
+    def _loss_terms(self, frames, pairs, use_ibfr, use_sigma):
+        import torch
+        from . import losses
+        lc = self.cfg.loss
+        pl = self.pipeline
+        alphas = None
+        if use_ibfr and pairs and pl in ("img", "joint"):
+            lo, hi = lc.ibfr_alpha
+            alphas = (lo + (hi - lo) * torch.rand(len(pairs), generator=self.gen)).to(self.device)
+        fidx = torch.as_tensor(frames, device=self.device)
+        t = self.times[fidx]
+        if alphas is not None:
+            pidx = torch.as_tensor([p[0] for p in pairs], device=self.device)
+            t = torch.cat([t, self.times[pidx] + alphas / self.F])
+        pairs_active = self.model.active_pairs(t)
+        total = torch.zeros((), device=self.device)
+        stats = {}
+        splat_for_stats = None
+        nf = len(frames)
+        if pl in ("img", "joint"):
+            sp = self.model.condition(t, self.H, self.W, "image", pairs_active)
+            sp.means2d.retain_grad()
+            out = self.renderer.render(sp, self.background)
+            img = out.images[..., 0]                                      # [B, H, W]
+            gt = self.frames[fidx]
+            l1 = losses.l1(img[:nf], gt)
+            ss = losses.ssim(img[:nf, None], gt[:, None])
+            li = lc.l1 * l1 + lc.dssim * (1 - ss)
+            if alphas is not None:
+                a = alphas[:, None, None]
+                nxt = torch.as_tensor([p[1] for p in pairs], device=self.device)
+                blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
+                li = li + lc.ibfr * losses.l1(img[nf:], blend)
+            if use_sigma:
+                li = li + lc.sigma * self._sigma_term()
+            total = total + (lc.lambda_img if pl == "joint" else 1.0) * li
+            stats["img"] = img[:nf].detach()
+            stats["gt"] = gt
+            splat_for_stats = (sp, nf, out.n_isects)
+        if pl in ("seg", "joint", "seg_head_only"):
+            keep = [j for j, f in enumerate(frames) if f in set(self.mask_frames.tolist())]
+            if keep:
+                tf = t[:nf][keep]
+                sp_pairs = self.model.active_pairs(tf)
+                sp2 = self.model.condition(tf, self.H, self.W, "seg", sp_pairs)
+                if splat_for_stats is None:
+                    sp2.means2d.retain_grad()
+                out2 = self.renderer.render(sp2, None)
+                pred = out2.images.permute(0, 3, 1, 2)                       # [B, L, H, W]
+                tgt = self.masks[:, fidx[keep]].permute(1, 0, 2, 3)
+                ls = lc.seg_l1 * losses.l1(pred, tgt)
+                if lc.seg_dice > 0:
+                    ls = ls + lc.seg_dice * losses.soft_dice(pred.clamp(0, 1), tgt)
+                if use_sigma and pl != "seg_head_only":
+                    ls = ls + lc.seg_sigma * self._sigma_term()
+                total = total + (lc.lambda_seg if pl == "joint" else 1.0) * ls
+                stats["seg_l1"] = ls.detach()
+                if splat_for_stats is None:
+                    splat_for_stats = (sp2, len(keep), out2.n_isects)
+        return total, stats, splat_for_stats
+
+    def _sigma_term(self):
+        from .losses import sigma_range_penalty
+        import torch
+        # released code with mirror cameras: num_frames = 2F, so the lower bound is 1/F
+        return sigma_range_penalty(torch.exp(self.model.params["sigma"][:, 0]), 1.0 / self.F, 1.0)
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        import torch
+        from .densify import densify_and_prune, reset_opacity
+        from .losses import psnr
+        sc, dc = self.cfg.schedule, self.cfg.densify
+        iters = sc.iterations
+        dens = self.pipeline != "seg_head_only"
+        every = sc.at(sc.densify_every)
+        d_from, d_until = sc.at(sc.densify_from), sc.at(sc.densify_until)
+        reset_every = sc.at(sc.opacity_reset_every)
+        t0 = time.perf_counter()
+        psnr_window: list[float] = []
+        check_every = max(10, iters // 20)
+        last_check = None
+        isects = 0
+        stopped_early = False
+        report_every = max(1, iters // 100)
+        while self.step < iters:
+            if self.cancel is not None and self.cancel():
+                raise CancelledError("training was cancelled")
+            step = self.step + 1
+            use_ibfr = step >= sc.at(sc.ibfr_from)
+            use_sigma = step < sc.at(sc.sigma_until) and self.pipeline != "seg_head_only"
+            if self.pipeline != "seg_head_only":
+                self.opt.set_lr("xyz", self._xyz_lr(step))
+            frames, pairs = self._pick_frames()
+            try:
+                loss, stats, sfs = self._loss_terms(frames, pairs, use_ibfr, use_sigma)
+                self.opt.zero_grad()
+                loss.backward()
+            except torch.cuda.OutOfMemoryError as err:
+                raise OutOfMemoryError(
+                    f"the GPU ran out of memory with {self.model.n} Gaussians; lower --max-gaussians "
+                    f"(now {self.cfg.model.max_gaussians}) or use --device cpu") from err
+            with torch.no_grad():
+                if dens and step < d_until and sfs is not None:
+                    sp, nf, _ = sfs
+                    sel = sp.frame_ids < nf
+                    g = sp.means2d.grad
+                    if g is not None:
+                        m_grad = self.model.params["m"].grad
+                        # loss is a mean over the step's frames: scale to the released 3-frame window
+                        self.dstate.update(sp.gauss_ids[sel], g[sel], sp.radii[sel], self.W, self.H,
+                                           m_grad, self.model.n, grad_scale=nf / 3.0)
+                if sfs is not None:
+                    isects += sfs[2]
+                self.opt.step()
+                if dens and step < d_until:
+                    if step > d_from and step % every == 0:
+                        counts = densify_and_prune(self.model, self.opt, self.dstate, dc, self.gen,
+                                                   big_prune=step > sc.at(sc.big_prune_from),
+                                                   max_gaussians=self.cfg.model.max_gaussians)
+                        self._emit_log(f"step {step}: densify {counts}")
+                    if step % reset_every == 0:
+                        reset_opacity(self.model, self.opt)
+            self.step = step
+            if "img" in stats and (step % report_every == 0 or step == iters):
+                psnr_window.append(psnr(stats["img"].clamp(0, 1), stats["gt"]))
+            if step % report_every == 0 or step == iters:
+                self._emit_progress(step, iters, float(loss), psnr_window[-1] if psnr_window else None, t0)
+            if sc.early_stop_db > 0 and step % check_every == 0 and step >= sc.at(sc.early_stop_from) and psnr_window:
+                cur = sum(psnr_window[-5:]) / len(psnr_window[-5:])
+                if last_check is not None and cur - last_check < sc.early_stop_db:
+                    stopped_early = True
+                    self._emit_log(f"training PSNR converged at step {step} ({cur:.2f} dB); stopping early")
+                    break
+                last_check = cur
+        elapsed = time.perf_counter() - t0
+        info = {"iterations_run": self.step, "iterations_planned": iters, "stopped_early": stopped_early,
+                "train_seconds": elapsed, "gaussians": self.model.n, "renderer": self.renderer.name,
+                "renderer_reason": self.renderer_reason, "device": str(self.device),
+                "train_psnr": psnr_window[-1] if psnr_window else None,
+                "n_isects_per_step": isects / max(1, self.step),
+                "pair_throughput": isects * self.renderer.tile_size ** 2 / max(elapsed, 1e-9)}
+        return TrainResult(self.model, info)
+
+    def _emit_progress(self, step, total, loss, train_psnr, t0):
+        if self.progress is None:
+            return
+        el = time.perf_counter() - t0
+        eta = el / step * (total - step)
+        self.progress({"event": "progress", "stage": "train", "iteration": step, "total": total,
+                       "loss": loss, "psnr": train_psnr, "eta_s": eta, "gaussians": self.model.n})
+
+    def _emit_log(self, message: str):
+        log.info(message)
+        if self.progress is not None:
+            self.progress({"event": "log", "level": "info", "message": message})
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict:
+        return {"format": "medgs-checkpoint-1", "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "step": self.step, "config": self.cfg.to_dict(), "pipeline": self.pipeline,
+                "generator": self.gen.get_state(), "shape": [self.F, self.H, self.W],
+                "densify": {k: getattr(self.dstate, k).cpu() for k in ("grad", "tgrad", "denom", "max_radii")}}
+
+    def load_checkpoint(self, ck: dict, resume_optimizer: bool = True):
+        from .model import FoldedGaussians
+        self.model = FoldedGaussians.from_state_dict(ck["model"], self.device)
+        if self.masks is not None and not self.model.has_seg:
+            self.model.add_seg_head(self.masks.shape[0])
+        self._build_optimizer()
+        same = ck.get("pipeline") == self.pipeline
+        if resume_optimizer and same:
+            self.opt.load_state_dict(ck["optimizer"])
+            self.step = int(ck["step"])
+            self.gen.set_state(ck["generator"])
+            for k, v in ck["densify"].items():
+                setattr(self.dstate, k, v.to(self.device))
+        else:
+            from .densify import DensifyState
+            self.dstate = DensifyState(self.model.n, self.device)
