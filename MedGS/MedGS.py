@@ -368,7 +368,16 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.clear()
             self._job = self.logic.startJob(volume, labels, p, onEvent=self.onJobEvent)
         except dependencies.DependencyError as err:
-            if err.restart_required and slicer.util.confirmYesNoDisplay(
+            if err.missing_extension and slicer.util.confirmOkCancelDisplay(
+                    _("MedGS needs the {name} extension. Install it now? Slicer restarts afterwards.").format(
+                        name=err.missing_extension), windowTitle=_("MedGS")):
+                try:
+                    dependencies.install_extension(err.missing_extension)
+                except dependencies.DependencyError as installErr:
+                    slicer.util.errorDisplay(str(installErr))
+                    return
+                slicer.util.restart()
+            elif err.restart_required and slicer.util.confirmYesNoDisplay(
                     _("{message}\n\nRestart Slicer now?").format(message=str(err))):
                 slicer.util.restart()
             else:
@@ -408,14 +417,19 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """A big volume on the CPU takes long: say so and let the user choose."""
         dims = volume.GetImageData().GetDimensions()
         voxels = dims[0] * dims[1] * dims[2]
-        onCpu = p.device == "cpu"
-        if p.device == "auto":
-            try:
-                import torch
+        try:
+            import torch
 
-                onCpu = not torch.cuda.is_available()
-            except ImportError:
-                onCpu = True
+            hasCuda = bool(torch.cuda.is_available())
+        except ImportError:
+            hasCuda = False
+        if p.device == "cuda" and not hasCuda:
+            slicer.util.errorDisplay(
+                _("Device 'GPU' was chosen, but PyTorch sees no CUDA GPU (no NVIDIA GPU, or a CPU-only PyTorch "
+                  "build: reinstall it from the PyTorch extension). Choose 'auto' or 'CPU'; the CPU is practical "
+                  "for small volumes."), windowTitle=_("MedGS"))
+            return False
+        onCpu = p.device == "cpu" or not hasCuda
         if onCpu and voxels > CPU_VOXEL_WARNING:
             return slicer.util.confirmOkCancelDisplay(
                 _("No GPU will be used and the volume has {n:,} voxels: training on the CPU may take a long time. "

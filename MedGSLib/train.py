@@ -246,7 +246,7 @@ class Trainer:
             if "img" in stats and (step % report_every == 0 or step == iters):
                 psnr_window.append(psnr(stats["img"].clamp(0, 1), stats["gt"]))
             if step % report_every == 0 or step == iters:
-                self._emit_progress(step, iters, float(loss), psnr_window[-1] if psnr_window else None, t0)
+                self._emit_progress(step, iters, float(loss.detach()), psnr_window[-1] if psnr_window else None, t0)
             if sc.early_stop_db > 0 and step % check_every == 0 and step >= sc.at(sc.early_stop_from) and psnr_window:
                 cur = sum(psnr_window[-5:]) / len(psnr_window[-5:])
                 if last_check is not None and cur - last_check < sc.early_stop_db:

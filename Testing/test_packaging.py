@@ -58,7 +58,8 @@ def test_every_engine_python_file_is_listed():
     listed = set(cmake_set(TOP_CMAKE.read_text(), "MEDGSLIB_PYTHON_SCRIPTS"))
     present = python_files(REPO / "MedGSLib", REPO)
     missing = sorted(present - listed)
-    assert not missing, "add to MEDGSLIB_PYTHON_SCRIPTS in CMakeLists.txt:\n" + "\n".join(f"  {m}" for m in missing)
+    assert not missing, ("add to MEDGSLIB_PYTHON_SCRIPTS in CMakeLists.txt "
+                         "(or run: python Testing/test_packaging.py --relist):\n" + "\n".join(f"  {m}" for m in missing))
     assert listed - present == set(), f"listed but missing: {sorted(listed - present)}"
 
 
@@ -162,3 +163,24 @@ def test_worker_protocol_document_names_every_exit_code():
         assert f"| {code} |" in doc
     for kind in ("input", "device", "out_of_memory", "job", "internal", "cancelled"):
         assert f"| `{kind}` |" in doc
+
+
+def relist_engine_files() -> list[str]:
+    """Rewrite MEDGSLIB_PYTHON_SCRIPTS in CMakeLists.txt from the .py files present."""
+    files = sorted(python_files(REPO / "MedGSLib", REPO))
+    text = TOP_CMAKE.read_text()
+    block = "set(MEDGSLIB_PYTHON_SCRIPTS\n" + "".join(f"  {f}\n" for f in files) + "  )"
+    new, count = re.subn(r"set\(MEDGSLIB_PYTHON_SCRIPTS\n.*?\n  \)", lambda _m: block, text, flags=re.S)
+    assert count == 1, "MEDGSLIB_PYTHON_SCRIPTS block not found"
+    TOP_CMAKE.write_text(new)
+    return files
+
+
+if __name__ == "__main__":
+    # `python Testing/test_packaging.py --relist`: after adding or removing engine files.
+    import sys
+
+    if sys.argv[1:] == ["--relist"]:
+        print(f"{len(relist_engine_files())} files listed in {TOP_CMAKE}")
+    else:
+        sys.exit("usage: python Testing/test_packaging.py --relist")

@@ -30,9 +30,10 @@ NEVER_INSTALL = ("numpy", "scipy", "SimpleITK", "vtk", "torch")
 class DependencyError(MedGSError):
     """A required package is missing and was not (or could not be) installed."""
 
-    def __init__(self, message: str, restart_required: bool = False):
+    def __init__(self, message: str, restart_required: bool = False, missing_extension: str | None = None):
         super().__init__(message)
         self.restart_required = restart_required
+        self.missing_extension = missing_extension  # a Slicer extension to offer to install
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _torch_logic():
         import PyTorchUtils
     except ImportError:
         raise DependencyError("MedGS needs the PyTorch extension: install 'PyTorch' from the Extensions Manager "
-                              "and restart Slicer") from None
+                              "and restart Slicer", missing_extension="PyTorch") from None
     return PyTorchUtils.PyTorchUtilsLogic()
 
 
@@ -151,3 +152,15 @@ def ensure_dependencies(confirm: Callable[[str], bool], *, want_gpu: bool,
             # then uses its pure-torch renderer, slower but correct.
             report.missing_optional += optional
     return report
+
+
+def install_extension(name: str) -> None:
+    """Install a Slicer extension from the Extensions Manager server (Slicer must restart after)."""
+    import slicer
+
+    manager = slicer.app.extensionsManagerModel()
+    if manager.isExtensionInstalled(name):
+        return
+    manager.interactive = False  # we already asked the user
+    if not manager.installExtensionFromServer(name):
+        raise DependencyError(f"the {name} extension could not be installed; install it from the Extensions Manager")

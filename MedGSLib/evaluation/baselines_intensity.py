@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from .errors import need_module
 
 # OpenCV Farneback parameters fixed by the protocol.
 FARNEBACK = dict(pyr_scale=0.5, levels=4, winsize=15, iterations=5, poly_n=5, poly_sigma=1.1, flags=0)
@@ -54,7 +55,7 @@ def linear(kept: np.ndarray, k: int, spacing=None) -> np.ndarray:
 
 def bspline(kept: np.ndarray, k: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Cubic B-spline: SimpleITK sitkBSpline resampling from the sparse grid (gap k*dz) onto the full grid."""
-    import SimpleITK as sitk
+    sitk = need_module("SimpleITK", "SimpleITK", "the bspline baseline")
 
     kept = _check(kept, k)
     dz, dy, dx = (float(s) for s in spacing)
@@ -86,7 +87,7 @@ def optical_flow(kept: np.ndarray, k: int, spacing=None) -> np.ndarray:
     1st-99th percentile of the kept slices), then
     I_t = (1 - t) A(x - t F_ab) + t B(x - (1 - t) F_ba), bilinear, border replicate.
     """
-    import cv2
+    cv2 = need_module("cv2", "opencv-python-headless", "the optflow baseline")
 
     kept = _check(kept, k)
     lo, hi = (float(v) for v in np.percentile(kept, [1.0, 99.0]))

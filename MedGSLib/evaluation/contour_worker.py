@@ -1,11 +1,12 @@
 """A child process that runs ITK's morphological contour interpolation for the contour baseline.
 
-Why a process: with ITK (`itk`, the contour filter) and SimpleITK loaded in the same Python
-process, running the filter corrupts the heap (glibc aborts with "unaligned fastbin chunk"
-at exit or later; measured with ITK 5.4.x and SimpleITK 2.5.x). The engine needs SimpleITK
-for I/O and the B-spline baseline, so ITK gets a process of its own that never loads
-SimpleITK. It is also where ITK's ~10 s first import is paid, once per evaluation, while
-other methods run.
+Why a process: after the contour filter has run, the process can abort with a glibc heap
+error ("unaligned fastbin chunk detected"), reliably when SimpleITK is loaded in the same
+process and on some inputs even without it, at interpreter exit (measured with ITK 5.4.x and
+SimpleITK 2.5.x). An abort would take `medgs eval` (or Slicer) down with it, and the engine
+needs SimpleITK for I/O and the B-spline baseline, so ITK gets a process of its own that
+never loads SimpleITK and leaves with os._exit. It is also where ITK's ~10 s first import is
+paid, once per evaluation, while the other methods run.
 
 Protocol (one JSON object per line): the child prints {"ready": true} once ITK is loaded,
 then reads {"in": job.npz, "out": result.npy} lines and answers {"ok": true} or
@@ -37,6 +38,7 @@ class ContourWorker:
         self._ready = False
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._jobs = 0
+        self.returncode: int | None = None    # the child's exit status once closed
 
     # -- lifecycle
     def start(self) -> "ContourWorker":
@@ -77,6 +79,7 @@ class ContourWorker:
                 proc.wait()
             if proc.stdout:
                 proc.stdout.close()
+            self.returncode = proc.returncode
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -165,4 +168,9 @@ def _serve() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve())
+    status = _serve()
+    sys.stderr.flush()
+    # Leave without running exit-time destructors: the filter keeps ITK objects in C++
+    # thread_local storage whose teardown at interpreter exit aborts with a glibc heap error
+    # on some inputs (seen with ITK 5.4), after every result has already been written.
+    os._exit(status)

@@ -68,7 +68,9 @@ def psnr_per_slice(pred01: np.ndarray, truth01: np.ndarray, heldout: np.ndarray)
 
 def ssim_per_slice(pred01: np.ndarray, truth01: np.ndarray, heldout: np.ndarray) -> np.ndarray:
     """SSIM of each held-out 2D slice: Gaussian window sigma 1.5, population covariance, range 1."""
-    from skimage.metrics import structural_similarity
+    from .errors import need_module
+
+    structural_similarity = need_module("skimage.metrics", "scikit-image", "SSIM").structural_similarity
 
     heldout = _check_pair(pred01, truth01, heldout)
     if min(truth01.shape[1:]) < 11:
@@ -90,13 +92,12 @@ def ssim_per_slice(pred01: np.ndarray, truth01: np.ndarray, heldout: np.ndarray)
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and std over the finite values: a slice predicted exactly (PSNR +inf, e.g. an
+    empty background slice) would make the mean +inf and hide every other slice."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        # Every slice exact: the mean PSNR is +inf and its spread 0.
         return (math.inf if values.size else math.nan), 0.0
-    if finite.size < values.size:
-        return math.inf, math.nan
     return float(finite.mean()), float(finite.std())
 
 
@@ -117,6 +118,7 @@ def intensity_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray,
         "psnr": psnr_pooled(p01, t01, heldout),
         "psnr_slice_mean": psnr_mean,
         "psnr_slice_std": psnr_std,
+        "psnr_exact_slices": int(np.sum(~np.isfinite(per_psnr))),
         "ssim": ssim_mean,
         "ssim_std": ssim_std,
     }
@@ -183,10 +185,12 @@ def directed_surface_distances(src: np.ndarray, dst: np.ndarray, heldout: np.nda
     return dst_distance[s].astype(np.float64)
 
 
-def surface_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray, spacing) -> dict:
+def surface_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray, spacing, *,
+                   missing_mm: float | None = None) -> dict:
     """HD95 (the larger directed 95th percentile) and ASSD (mean of all distances), in mm.
 
-    NaN when neither mask has a surface voxel on a held-out slice.
+    NaN when neither mask has a surface voxel on a held-out slice. A mask with no surface at
+    all is `missing_mm` away from everything (default: the diagonal of this grid in mm).
     """
     heldout = _check_pair(pred, truth, heldout)
     spacing = tuple(float(s) for s in spacing)
@@ -200,7 +204,7 @@ def surface_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray, spa
     if box is None:
         return {"hd95": math.nan, "assd": math.nan}
     p, t, h = pred[box], truth[box], heldout[box[0]]
-    diag = float(np.linalg.norm(np.asarray(pred.shape) * np.asarray(spacing)))
+    diag = missing_mm if missing_mm is not None else float(np.linalg.norm(np.asarray(pred.shape) * np.asarray(spacing)))
     d_pt = directed_surface_distances(p, t, h, spacing, missing_mm=diag)
     d_tp = directed_surface_distances(t, p, h, spacing, missing_mm=diag)
     if d_pt.size == 0 and d_tp.size == 0:
@@ -222,6 +226,35 @@ def _joint_box(a: np.ndarray, b: np.ndarray):
     return tuple(box)
 
 
+_MAX_BOXED_VALUE = 1_000_000   # find_objects makes a list as long as the largest value
+
+
+def _label_boxes(labels: np.ndarray):
+    """Bounding box per label value (scipy find_objects), or None when values do not suit it."""
+    from scipy.ndimage import find_objects
+
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        return None
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi > _MAX_BOXED_VALUE:
+        return None
+    return find_objects(labels)
+
+
+def _union_box(boxes_a, boxes_b, value: int, shape):
+    """Union of the value's boxes in two volumes, grown by one voxel (surfaces stay intact);
+    the whole grid when boxes are unavailable; None when the value is in neither volume."""
+    if boxes_a is None or boxes_b is None or value <= 0:
+        return tuple(slice(0, n) for n in shape)
+    found = [b[value - 1] for b in (boxes_a, boxes_b) if value - 1 < len(b) and b[value - 1] is not None]
+    if not found:
+        return None
+    return tuple(
+        slice(max(min(f[ax].start for f in found) - 1, 0), min(max(f[ax].stop for f in found) + 1, shape[ax]))
+        for ax in range(len(shape))
+    )
+
+
 def label_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray, spacing,
                  values=None) -> dict:
     """Dice, HD95 and ASSD per label value, then their means over labels.
@@ -234,14 +267,20 @@ def label_scores(pred: np.ndarray, truth: np.ndarray, heldout: np.ndarray, spaci
     if values is None:
         values = [int(v) for v in np.unique(truth) if v != 0]
     per_label: dict[int, dict] = {}
+    pred_boxes, truth_boxes = _label_boxes(pred), _label_boxes(truth)
+    diag = float(np.linalg.norm(np.asarray(truth.shape) * np.asarray(spacing, dtype=float)))
     for v in values:
-        p = pred == v
-        t = truth == v
-        dice = dice_pooled(p, t, heldout)
+        box = _union_box(pred_boxes, truth_boxes, int(v), truth.shape)
+        if box is None:     # the value is in neither volume
+            per_label[int(v)] = {"dice": math.nan, "hd95": math.nan, "assd": math.nan}
+            continue
+        # Both masks are empty outside `box`, so Dice and surfaces computed inside it are exact.
+        p, t, h = pred[box] == v, truth[box] == v, heldout[box[0]]
+        dice = dice_pooled(p, t, h) if h.any() else math.nan
         if math.isnan(dice):
             per_label[int(v)] = {"dice": math.nan, "hd95": math.nan, "assd": math.nan}
             continue
-        per_label[int(v)] = {"dice": dice, **surface_scores(p, t, heldout, spacing)}
+        per_label[int(v)] = {"dice": dice, **surface_scores(p, t, h, spacing, missing_mm=diag)}
     scored = [s for s in per_label.values() if not math.isnan(s["dice"])]
 
     def mean_of(key: str) -> float:

@@ -47,9 +47,9 @@ def select_renderer(device, choice: str = "auto") -> tuple[Renderer, str]:
     if device.type != "cuda":
         if choice == "gsplat":
             raise DeviceError("the gsplat renderer needs a CUDA device; use --renderer torch on the CPU")
-        return TorchRenderer(), "CPU device: pure-torch renderer"
+        return TorchRenderer(tile_size=4), "CPU device: pure-torch renderer"
     if choice == "torch":
-        return TorchRenderer(tile_size=16), "torch renderer requested"
+        return TorchRenderer(tile_size=8), "torch renderer requested"
     from .gsplat_renderer import GsplatRenderer, gsplat_status
     ok, why = gsplat_status()
     if ok:
@@ -57,4 +57,4 @@ def select_renderer(device, choice: str = "auto") -> tuple[Renderer, str]:
     if choice == "gsplat":
         raise DeviceError(f"gsplat renderer requested but unavailable: {why}")
     log.warning("gsplat unavailable (%s); falling back to the torch renderer on the GPU", why)
-    return TorchRenderer(tile_size=16), f"gsplat unavailable ({why}): torch renderer on the GPU"
+    return TorchRenderer(tile_size=8), f"gsplat unavailable ({why}): torch renderer on the GPU"

@@ -6,7 +6,6 @@ exercised here (it needs the Slicer application).
 """
 from __future__ import annotations
 
-import os
 import sys
 import types
 import unittest
@@ -165,16 +164,6 @@ def mrml() -> Mrml:
     return Mrml()
 
 
-@pytest.fixture(scope="session")
-def medgs_data() -> Path:
-    """../shared/data next to the repository, or $MEDGS_SHARED_DATA."""
-    env = os.environ.get("MEDGS_SHARED_DATA")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
-    if not (path / "ct_abdomen3mm_image.nii.gz").is_file():
-        pytest.fail(f"the shared test data is missing: {path} (set MEDGS_SHARED_DATA)")
-    return path
-
-
 # The 48 x 48 x 12 (i, j, k) crop of ct_abdomen3mm used by the end-to-end test, and three of
 # its labels (TotalSegmentator ids) with their names.
 CROP_IJK = (32, 24, 0)
@@ -199,10 +188,10 @@ def crop_labels() -> dict[int, str]:
 
 
 @pytest.fixture(scope="session")
-def abdomen_crop(medgs_data):
+def abdomen_crop(shared_data):
     """(image k,j,i int16, labels k,j,i uint8 with CROP_LABELS only, IJK-to-RAS of the crop)."""
-    image, a = read_node_arrays(medgs_data / "ct_abdomen3mm_image.nii.gz")
-    labels, b = read_node_arrays(medgs_data / "ct_abdomen3mm_labels.nii.gz")
+    image, a = read_node_arrays(shared_data / "ct_abdomen3mm_image.nii.gz")
+    labels, b = read_node_arrays(shared_data / "ct_abdomen3mm_labels.nii.gz")
     assert np.allclose(a, b)
     i0, j0, k0 = CROP_IJK
     ni, nj, nk = CROP_SIZE

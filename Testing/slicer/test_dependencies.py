@@ -71,14 +71,12 @@ def test_consent_installs_torch_via_extension_and_the_rest_via_pip(monkeypatch):
             assert not r.lower().startswith(("numpy", "scipy", "simpleitk", "vtk", "torch"))
 
 
-def test_missing_pytorch_extension_is_a_clear_error(monkeypatch):
+def test_missing_pytorch_extension_is_a_clear_error_naming_the_extension(monkeypatch):
     pretend_missing(monkeypatch, {"torch"})
-
-    def no_extension():
-        raise dependencies.DependencyError("MedGS needs the PyTorch extension")
-
-    with pytest.raises(dependencies.DependencyError, match="PyTorch extension"):
-        dependencies.ensure_dependencies(lambda text: True, want_gpu=False, torch_logic_factory=no_extension)
+    # The real factory: PyTorchUtils (the extension's module) cannot be imported outside Slicer.
+    with pytest.raises(dependencies.DependencyError, match="needs the PyTorch extension") as info:
+        dependencies.ensure_dependencies(lambda text: True, want_gpu=False)
+    assert info.value.missing_extension == "PyTorch"  # the panel offers to install it
 
 
 def test_constraints_pin_slicers_own_packages():

@@ -1,0 +1,86 @@
+"""`medgs run`: a volume (and label map) in, a dense volume, label map and meshes out."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_training_options(p: argparse.ArgumentParser):
+    p.add_argument("--preset", choices=["fast", "paper"], default="fast",
+                   help="fast: pixel initialisation, few iterations, early stop (default); "
+                        "paper: the published 30k-iteration settings")
+    p.add_argument("--iterations", type=int, help="training iterations; every schedule milestone scales with it")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto",
+                   help="rasteriser backend (auto: gsplat on CUDA when it works, else pure torch)")
+    p.add_argument("--max-gaussians", type=int, help="cap on the number of Gaussians (memory knob)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result on the CPU)")
+
+
+def register(sub):
+    p = sub.add_parser("run", help="interpolate a volume file (NIfTI, NRRD, MHA) to a denser grid",
+                       description="Train Folded Gaussians on the slices of INPUT and write OUTDIR/volume.<ext> "
+                                   "(same extension as INPUT), labels.<ext>, meshes/ and run.json.")
+    p.add_argument("input", nargs="?", help="intensity volume (.nii, .nii.gz, .nrrd, .nhdr, .mha)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--factor", type=float, help="up-sampling factor along the slice axis (2, 3, 2.5 ...)")
+    g.add_argument("--spacing", type=float, help="target slice spacing in mm")
+    p.add_argument("--axis", default="auto", help="slice axis: auto (largest spacing), 0/1/2 or i/j/k")
+    p.add_argument("--keep-every", type=int, default=1,
+                   help="experiments: keep only every K-th slice first, then restore the full grid")
+    p.add_argument("--labels", help="label map on the same grid (one model head per label)")
+    p.add_argument("--labels-only", action="store_true", help="interpolate the label map without an intensity "
+                   "volume (INPUT may then be omitted)")
+    p.add_argument("--annotated-slices", help="label map annotated on some slices only: 'auto' or a list "
+                   "such as 0,5,10-40:5 (slice indices along the axis)")
+    p.add_argument("--color-table", help="label names/colours (Slicer or FreeSurfer colour table)")
+    p.add_argument("--mesh-format", choices=["vtk", "ply", "stl", "obj"], default="vtk")
+    p.add_argument("--no-meshes", action="store_true", help="do not extract surface meshes")
+    p.add_argument("--probabilities", action="store_true", help="also write per-label probability volumes")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_training_options(p)
+    p.set_defaults(func=main_run)
+
+
+def main_run(args) -> int:
+    from ..api import default_config, run_to_files
+    from ..errors import InputError
+    from .progress import ProgressBar
+    if args.labels_only:
+        if not args.labels:
+            raise InputError("--labels-only needs --labels LABELMAP")
+        image = None
+    else:
+        if not args.input:
+            raise InputError("give an INPUT volume (or --labels LABELMAP --labels-only)")
+        image = args.input
+    if args.factor is None and args.spacing is None and args.keep_every <= 1:
+        raise InputError("give --factor K or --spacing MM (or --keep-every K to restore a thinned grid)")
+    ann = args.annotated_slices
+    if ann and ann != "auto":
+        from ..labels import parse_slice_list
+        ann = parse_slice_list(ann)
+    cfg = default_config(args.preset, args.device, seed=args.seed, iterations=args.iterations,
+                         max_gaussians=args.max_gaussians, renderer=args.renderer)
+    outputs = ("volume", "labels") + (() if args.no_meshes else ("meshes",))
+    bar = ProgressBar(args.quiet)
+    try:
+        res = run_to_files(image, args.output, labels_path=args.labels, factor=args.factor, spacing=args.spacing,
+                           axis=args.axis, keep_every=args.keep_every, config=cfg, preset=args.preset,
+                           device=args.device, seed=args.seed, iterations=args.iterations, outputs=outputs,
+                           mesh_format=args.mesh_format, annotated_slices=ann, color_table=args.color_table,
+                           probabilities=args.probabilities, overwrite=args.overwrite,
+                           options_record={k: v for k, v in vars(args).items() if k != "func"}, progress=bar)
+    finally:
+        bar.close()
+    if not args.quiet:
+        info = res.info
+        print(f"wrote {args.output}: {info['iterations_run']} iterations, {info['gaussians']} Gaussians, "
+              f"{info['timings_s']['total']:.1f} s on {info['device']} ({info['renderer']})")
+        for k, v in res.files.items():
+            if isinstance(v, str):
+                print(f"  {k}: {v}")
+            elif k == "meshes":
+                print(f"  meshes: {len(v)} in {args.output}/meshes")
+    return 0
