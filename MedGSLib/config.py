@@ -66,6 +66,7 @@ class DensifyConfig:
     min_opacity: float = 0.01
     max_screen_radius: float = 20.0  # px, pruned after big_prune_from
     big_scale: float = 0.1           # world, pruned after big_prune_from (x 1.1 extent)
+    max_growth: float = 0.0          # >0: at most this fraction of N added per event (0 = no limit)
 
 
 @dataclass
@@ -126,6 +127,8 @@ def fast_preset() -> TrainConfig:
     cfg.model.init = "pixels"
     cfg.model.num_points = 0          # 0 = derived from the frame size (see model.init_from_pixels)
     cfg.model.init_opacity = 0.5
+    cfg.model.max_gaussians = 300_000
+    cfg.densify.max_growth = 0.15     # short schedules: grow gradually, never explode
     cfg.schedule.iterations = 1500
     cfg.schedule.frames_per_step = 8
     cfg.schedule.window = False

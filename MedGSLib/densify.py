@@ -63,6 +63,8 @@ def densify_and_prune(model, opt, state: DensifyState, cfg, generator, *, big_pr
         split = (hot_s & (max_scale > thr_s)) | (hot_t & (sig >= 1.0))
         # respect the cap: keep the strongest candidates
         room = max(0, max_gaussians - n0)
+        if cfg.max_growth > 0:
+            room = min(room, int(cfg.max_growth * n0))
         n_clone, n_split = int(clone.sum()), int(split.sum())
         if n_clone + n_split > room:
             score = torch.maximum(grads / cfg.grad_threshold, tgrads / cfg.time_grad_threshold)

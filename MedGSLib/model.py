@@ -129,7 +129,7 @@ class FoldedGaussians:
         import torch
         f, h, w = frames.shape
         if n_points <= 0:
-            n_points = int(min(f * h * w // 3, 400_000))
+            n_points = int(min(f * h * w // 6, 300_000))
         fr = frames.float().cpu()
         gx = torch.zeros_like(fr)
         gy = torch.zeros_like(fr)

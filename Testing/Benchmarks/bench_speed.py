@@ -1,0 +1,147 @@
+"""Speed / memory / quality benchmark of `MedGS` training on one real volume.
+
+    python Testing/Benchmarks/bench_speed.py --case ct_aorta --size 128 256 256 --keep 2 --device cuda
+    python Testing/Benchmarks/bench_speed.py --case ct_abdomen3mm --size 64 128 128 --keep 2 --device cpu
+
+The case is read with its geometry, brought to the requested (Z, Y, X) size by trilinear
+resampling (torch.nn.functional.interpolate, align_corners=True) so that sizes are comparable
+across cases, every `--keep`-th slice is kept, MedGS trains on the kept slices and renders the
+full grid; held-out slices are scored as in reference/evaluation.md (PSNR pooled on the
+reference's [0, 1] min-max mapping; SSIM per held-out slice, Gaussian window sigma 1.5) next to
+linear and cubic B-spline interpolation of the same kept slices. Prints one table, writes JSON.
+Needs only torch, numpy, nibabel (or SimpleITK) and, for the GPU path, gsplat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+CEILING = 3e11   # fwd+bwd pair evaluations per second on an H100 (reference/gsplat.md s5)
+
+
+def find_case(name: str) -> Path:
+    for folder in (ROOT / ".dev" / "data", ROOT.parent / "shared" / "data", ROOT / "Resources" / "Examples"):
+        for ext in (".nii.gz", ".nrrd"):
+            p = folder / f"{name}_image{ext}"
+            if p.exists():
+                return p
+    raise SystemExit(f"case {name} not found")
+
+
+def resize(arr: np.ndarray, size) -> np.ndarray:
+    import torch
+    t = torch.from_numpy(arr.astype(np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=tuple(size), mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def bspline(kept: np.ndarray, k: int, n: int) -> np.ndarray:
+    from scipy.interpolate import make_interp_spline
+    x = np.arange(kept.shape[0]) * k
+    return make_interp_spline(x, kept, k=3, axis=0)(np.arange(n)).astype(np.float32)
+
+
+def linear(kept: np.ndarray, k: int, n: int) -> np.ndarray:
+    out = np.empty((n,) + kept.shape[1:], np.float32)
+    for i in range(n):
+        a, r = divmod(i, k)
+        out[i] = kept[a] if r == 0 else (1 - r / k) * kept[a] + (r / k) * kept[a + 1]
+    return out
+
+
+def ssim_slices(a: np.ndarray, b: np.ndarray) -> float:
+    try:
+        from skimage.metrics import structural_similarity
+        return float(np.mean([structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
+                                                    use_sample_covariance=False, data_range=1.0)
+                              for x, y in zip(a, b)]))
+    except ImportError:   # the GPU box has no scikit-image: same window, zero padding
+        import torch
+        from MedGSLib.losses import ssim
+        return float(np.mean([float(ssim(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None]))
+                              for x, y in zip(a, b)]))
+
+
+def scores(pred, ref, held, lo, hi):
+    p = np.clip((pred[held] - lo) / (hi - lo), 0, 1)
+    r = (ref[held] - lo) / (hi - lo)
+    mse = float(np.mean((p - r) ** 2))
+    return {"psnr": -10 * np.log10(mse), "ssim": ssim_slices(p, r)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", default="ct_aorta")
+    ap.add_argument("--size", type=int, nargs=3, default=[128, 256, 256], help="Z Y X after resampling")
+    ap.add_argument("--keep", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--iterations", type=int)
+    ap.add_argument("--renderer", default="auto")
+    ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--no-score", action="store_true", help="skip SSIM (memory case)")
+    a = ap.parse_args()
+    import torch
+    from MedGSLib.api import default_config, interpolate_array
+    from MedGSLib.frames import Normalizer, keep_every
+    from MedGSLib.io import read_volume
+    t0 = time.perf_counter()
+    vol = read_volume(find_case(a.case))
+    ref = resize(vol.array, a.size)
+    n = (ref.shape[0] - 1) // a.keep * a.keep + 1          # nothing extrapolated
+    ref = ref[:n]
+    kept_idx = keep_every(n, a.keep)
+    norm = Normalizer(lower_percentile=0, upper_percentile=100).fit(ref[kept_idx])
+    frames = norm.forward(ref[kept_idx]).astype(np.float32)
+    t_load = time.perf_counter() - t0
+    cfg = default_config(a.preset, a.device, iterations=a.iterations, renderer=a.renderer)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    res = interpolate_array(frames, a.keep, config=cfg)
+    t1 = time.perf_counter()
+    dense = norm.inverse(res.image, np.float32)
+    out_path = ROOT / ".dev" / "bench_volume.npy"
+    out_path.parent.mkdir(exist_ok=True)
+    np.save(out_path, dense)           # the write stage: a dense float32 volume to disk
+    t_write = time.perf_counter() - t1
+    held = np.array([i for i in range(n) if i % a.keep])
+    lo, hi = float(ref.min()), float(ref.max())
+    info = res.info
+    row = {"case": a.case, "size_zyx": [int(n)] + list(a.size[1:]), "keep_every": a.keep,
+           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and cfg.device != "cpu"
+           else f"CPU ({torch.get_num_threads()} threads)",
+           "renderer": info["renderer"], "renderer_reason": info["renderer_reason"], "preset": a.preset,
+           "iterations": info["iterations_run"], "gaussians": info["gaussians"],
+           "load_s": t_load, "train_s": info["train_seconds"], "render_s": info["render_seconds"], "write_s": t_write,
+           "peak_gpu_gb": info.get("peak_gpu_memory_gb"), "n_isects_per_step": info["n_isects_per_step"],
+           "pair_throughput": info["pair_throughput"],
+           "ceiling_share": info["pair_throughput"] / CEILING}
+    if not a.no_score:
+        kept = ref[kept_idx]
+        row["medgs"] = scores(dense, ref, held, lo, hi)
+        row["linear"] = scores(linear(kept, a.keep, n), ref, held, lo, hi)
+        row["bspline"] = scores(bspline(kept, a.keep, n), ref, held, lo, hi)
+    print(json.dumps(row, indent=1, default=float))
+    q = (f"| {row['case']} {'x'.join(map(str, row['size_zyx']))} k={a.keep} | {row['device']} | {row['renderer']} | "
+         f"{row['iterations']} | {row['gaussians']} | {t_load:.1f} / {row['train_s']:.1f} / {row['render_s']:.1f} / "
+         f"{t_write:.1f} | {row['peak_gpu_gb'] or 0:.2f} | {row['pair_throughput']:.2e} ({100 * row['ceiling_share']:.1f}%) |")
+    if "medgs" in row:
+        q += (f" {row['medgs']['psnr']:.2f} / {row['medgs']['ssim']:.3f} | {row['linear']['psnr']:.2f} / "
+              f"{row['linear']['ssim']:.3f} | {row['bspline']['psnr']:.2f} / {row['bspline']['ssim']:.3f} |")
+    print("| case | device | renderer | iters | Gaussians | load/train/render/write s | peak GB | pairs/s (of 3e11) "
+          "| MedGS PSNR/SSIM | linear | B-spline |")
+    print(q)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(row, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
