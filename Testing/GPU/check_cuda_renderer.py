@@ -92,7 +92,7 @@ def main() -> int:
     held = np.arange(1, 33, 2)
     results = {}
     for name, rend in (("gsplat", GsplatRenderer()), ("torch", TorchRenderer(tile_size=16))):
-        cfg = default_config("fast", "cuda", iterations=600, seed=0)
+        cfg = default_config("fast", "cuda", iterations=300, seed=0)
         cfg.schedule.early_stop_db = 0
         tr = Trainer(torch.from_numpy(kept), cfg, renderer=rend, renderer_reason=name)
         t1 = time.perf_counter()
