@@ -137,7 +137,10 @@ class FoldedGaussians:
         gy[:, 1:-1, :] = (fr[:, 2:, :] - fr[:, :-2, :]).abs()
         weight = (gx + gy) + 0.02 + 0.05 * (fr > 0.02).float()
         prob = (weight / weight.sum()).reshape(-1)
-        idx = torch.multinomial(prob, n_points, replacement=n_points > prob.numel(), generator=generator)
+        # inverse-CDF sampling: torch.multinomial refuses more than 2^24 categories (512x512x150)
+        cdf = torch.cumsum(prob.double(), 0)
+        u = torch.rand(n_points, generator=generator, dtype=torch.float64) * float(cdf[-1])
+        idx = torch.searchsorted(cdf, u).clamp_max(prob.numel() - 1)
         k = idx // (h * w)
         rem = idx % (h * w)
         row = (rem // w).float() + torch.rand(n_points, generator=generator) - 0.5
@@ -166,12 +169,13 @@ class FoldedGaussians:
     def add_seg_head(self, n_labels: int, init=None):
         """Add label channels: a colour per label and an own opacity (method.md s2).
 
-        Without `init`, the seg opacity copies the image head and label colours start at 0.
+        Without `init`, the seg opacity copies the image head and label colours start at 0.01.
         """
         import torch
         n = self.n
         dev = self.device
-        color = torch.full((n, n_labels), (0.0 - 0.5) / SH_C0, device=dev) if init is None else init
+        # 0.01, not 0: colours pass clamp_min(., 0), whose gradient is 0 at (and, rounded, just below) 0
+        color = torch.full((n, n_labels), (0.01 - 0.5) / SH_C0, device=dev) if init is None else init
         self.params["seg_color"] = color.float().contiguous()
         self.params["seg_opacity"] = self.params["opacity"].detach().clone()
 

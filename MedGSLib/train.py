@@ -53,6 +53,10 @@ class Trainer:
         self.times = (torch.arange(self.F, dtype=torch.float32) / self.F).to(self.device)
         self.progress = progress
         self.cancel = cancel
+        if self.device.type == "cpu":
+            # multithreaded CPU backward of index gathers sums in a varying order: without this,
+            # the same seed differs by ~1e-9 after one step (process-wide switch, CPU only)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         self.gen = torch.Generator().manual_seed(int(config.seed))
         torch.manual_seed(int(config.seed))
         self.step = 0
@@ -164,7 +168,7 @@ class Trainer:
                 tf = t[:nf][keep]
                 sp_pairs = self.model.active_pairs(tf)
                 sp2 = self.model.condition(tf, self.H, self.W, "seg", sp_pairs)
-                if splat_for_stats is None:
+                if splat_for_stats is None and sp2.means2d.requires_grad:   # frozen geometry (seg_head_only): no grad
                     sp2.means2d.retain_grad()
                 out2 = self.renderer.render(sp2, None)
                 pred = out2.images.permute(0, 3, 1, 2)                       # [B, L, H, W]

@@ -86,6 +86,7 @@ def main():
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. loss.ibfr=0 schedule.frames_per_step=16")
     ap.add_argument("--no-score", action="store_true", help="skip SSIM (memory case)")
     a = ap.parse_args()
     import torch
@@ -102,6 +103,11 @@ def main():
     frames = norm.forward(ref[kept_idx]).astype(np.float32)
     t_load = time.perf_counter() - t0
     cfg = default_config(a.preset, a.device, iterations=a.iterations, renderer=a.renderer)
+    for kv in a.set:
+        key, val = kv.split("=", 1)
+        sect, name = key.split(".")
+        obj = getattr(cfg, sect)
+        setattr(obj, name, type(getattr(obj, name))(eval(val)))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res = interpolate_array(frames, a.keep, config=cfg)
@@ -118,7 +124,7 @@ def main():
            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and cfg.device != "cpu"
            else f"CPU ({torch.get_num_threads()} threads)",
            "renderer": info["renderer"], "renderer_reason": info["renderer_reason"], "preset": a.preset,
-           "iterations": info["iterations_run"], "gaussians": info["gaussians"],
+           "iterations": info["iterations_run"], "overrides": a.set, "gaussians": info["gaussians"],
            "load_s": t_load, "train_s": info["train_seconds"], "render_s": info["render_seconds"], "write_s": t_write,
            "peak_gpu_gb": info.get("peak_gpu_memory_gb"), "n_isects_per_step": info["n_isects_per_step"],
            "pair_throughput": info["pair_throughput"],
