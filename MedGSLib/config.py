@@ -129,6 +129,9 @@ def fast_preset() -> TrainConfig:
     cfg.model.init_opacity = 0.5
     cfg.model.max_gaussians = 300_000
     cfg.densify.max_growth = 0.15     # short schedules: grow gradually, never explode
+    # pixel-initialised Gaussians on large frames are legitimately wider than 20 px: the released
+    # screen-size rule pruned 96 % of them on a 512 x 512 CT; the world-size rule stays
+    cfg.densify.max_screen_radius = 1e9
     cfg.schedule.iterations = 1500
     cfg.schedule.frames_per_step = 8
     cfg.schedule.window = False
