@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. loss.ibfr=0 schedule.frames_per_step=16")
+    ap.add_argument("--save-slice", help="save a held-out slice (truth, linear, B-spline, MedGS) to this .npz")
     ap.add_argument("--no-score", action="store_true", help="skip SSIM (memory case)")
     a = ap.parse_args()
     import torch
@@ -134,6 +135,11 @@ def main():
         row["medgs"] = scores(dense, ref, held, lo, hi)
         row["linear"] = scores(linear(kept, a.keep, n), ref, held, lo, hi)
         row["bspline"] = scores(bspline(kept, a.keep, n), ref, held, lo, hi)
+    if a.save_slice:
+        i = int(held[len(held) // 2])
+        kept = ref[kept_idx]
+        np.savez_compressed(a.save_slice, index=i, truth=ref[i], linear=linear(kept, a.keep, n)[i],
+                            bspline=bspline(kept, a.keep, n)[i], medgs=dense[i], lo=lo, hi=hi)
     print(json.dumps(row, indent=1, default=float))
     q = (f"| {row['case']} {'x'.join(map(str, row['size_zyx']))} k={a.keep} | {row['device']} | {row['renderer']} | "
          f"{row['iterations']} | {row['gaussians']} | {t_load:.1f} / {row['train_s']:.1f} / {row['render_s']:.1f} / "
