@@ -45,6 +45,13 @@ class RunResult:
 def default_config(preset_name: str = "fast", device: str = "auto", **overrides) -> TrainConfig:
     cfg = preset(preset_name)
     cfg.device = device
+    if preset_name == "fast" and _resolves_to_cpu(device):
+        # the pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that
+        # a small case finishes in minutes (quality is lower than on a GPU; see README Results)
+        cfg.schedule.iterations = 300
+        cfg.schedule.frames_per_step = 4
+        cfg.model.num_points = 20_000
+        cfg.model.max_gaussians = 40_000
     for k, v in overrides.items():
         if v is None:
             continue
@@ -61,6 +68,13 @@ def default_config(preset_name: str = "fast", device: str = "auto", **overrides)
         else:
             raise InputError(f"unknown option {k!r}")
     return cfg
+
+
+def _resolves_to_cpu(device) -> bool:
+    if device in (None, "", "auto"):
+        import torch
+        return not torch.cuda.is_available()
+    return str(device) == "cpu"
 
 
 def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None, masks=None, mask_frames=None,
