@@ -45,7 +45,7 @@ class RunResult:
 def default_config(preset_name: str = "fast", device: str = "auto", **overrides) -> TrainConfig:
     cfg = preset(preset_name)
     cfg.device = device
-    if preset_name == "fast" and _resolves_to_cpu(device):
+    if preset_name in ("fast", "quality") and _resolves_to_cpu(device):
         # the pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that
         # a small case finishes in minutes (quality is lower than on a GPU; see README Results)
         cfg.schedule.iterations = 300

@@ -33,7 +33,7 @@ def register(sub):
     t.add_argument("--random_background", action="store_true", help="accepted; MedGS data has a black background")
     t.add_argument("--save_xyz", action="store_true", help="accepted for compatibility (no effect)")
     t.add_argument("--quiet", action="store_true")
-    t.add_argument("--preset", choices=["paper", "fast"], default="paper",
+    t.add_argument("--preset", choices=["paper", "fast", "quality"], default="paper",
                    help="paper (default here, as upstream) or fast")
     t.add_argument("--device", default="auto")
     t.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto")
