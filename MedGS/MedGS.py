@@ -177,7 +177,8 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedGSLogic()
 
-        for value, text in (("fast", _("fast (minutes, for previews and most cases)")),
+        for value, text in (("fast", _("fast (seconds on a GPU, for previews and most cases)")),
+                            ("quality", _("quality (about twice as long, best accuracy)")),
                             ("paper", _("paper (30 000 iterations, as published)"))):
             self.ui.presetComboBox.addItem(text, value)
         for value, text in (("auto", _("auto (GPU if available)")), ("cuda", _("GPU (CUDA)")), ("cpu", _("CPU"))):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from MedGSLib.errors import InputError
 
 AXES = ("auto", "I", "J", "K")
-PRESETS = ("fast", "paper")
+PRESETS = ("fast", "quality", "paper")
 DEVICES = ("auto", "cuda", "cpu")
 RESAMPLE_MODES = ("factor", "spacing")
 LABEL_OUTPUT_TYPES = ("segmentation", "labelmap")
