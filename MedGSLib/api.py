@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -102,7 +101,6 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
         pipeline = "img" if masks is None else ("seg" if frames is None else "joint")
     t_frames = torch.from_numpy(np.clip(frames, 0, None).astype(np.float32)) if frames is not None else None
     t_masks = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)) if masks is not None else None
-    t0 = time.perf_counter()
     trainer = Trainer(t_frames, cfg, masks=t_masks, mask_frames=mask_frames, pipeline=pipeline,
                       progress=progress, cancel=cancel)
     res = trainer.train()
@@ -135,10 +133,6 @@ def interpolate(volume: Volume, *, factor: float | None = None, spacing: float |
                cancel=cancel, meshes=False).volume
 
 
-def _new_geometry(vol_geom, image_axis, gap_mm):
-    return vol_geom.with_axis_spacing(image_axis, gap_mm)
-
-
 def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | None = None,
         spacing: float | None = None, axis="auto", keep_every: int = 1, config: TrainConfig | None = None,
         annotated_slices=None, meshes: bool = True, mesh_options=None, color_table=None,
@@ -162,13 +156,14 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     image_axis = fr.choose_axis(base.geometry, axis)
     ax = numpy_axis(image_axis)
     n_all = base.array.shape[ax]
-    kept = fr.keep_every(n_all, int(keep_every)) if keep_every and keep_every > 1 else np.arange(n_all)
+    step = max(1, int(keep_every or 1))
+    kept = fr.keep_every(n_all, step) if step > 1 else np.arange(n_all)
     if len(kept) < 2:
         raise InputError(f"need at least 2 slices along axis {image_axis}, got {len(kept)}")
-    kept_gap = base.geometry.spacing[image_axis] * (int(keep_every) if keep_every and keep_every > 1 else 1)
+    kept_gap = base.geometry.spacing[image_axis] * step
     if factor is None and spacing is None:
-        if keep_every and keep_every > 1:
-            factor = int(keep_every)
+        if step > 1:
+            factor = step
         else:
             raise InputError("give an up-sampling factor (e.g. 2) or a target spacing in mm")
     if spacing is not None:
@@ -207,8 +202,7 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     res = interpolate_array(frames, None, positions=positions, masks=masks, mask_frames=mask_frames, config=cfg,
                             progress=progress, cancel=cancel)
     gap_mm = kept_gap * (positions[1] - positions[0]) if len(positions) > 1 else kept_gap
-    geom = _new_geometry(base.geometry, image_axis, gap_mm)
-    # the first kept slice stays at the origin only if it is slice 0: it always is (kept[0] == 0)
+    geom = base.geometry.with_axis_spacing(image_axis, gap_mm)   # kept[0] == 0: the origin stays
     out = RunResult(None, None, info=dict(res.info))
     if res.image is not None:
         dense = norm.inverse(res.image, volume.array.dtype)

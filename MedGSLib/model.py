@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 
 TAN_HALF_FOV = 0.36         # tan(0.6911112 / 2) of the released camera
 EXTENT = 1.1                # cameras_extent of the released code (spatial_lr_scale)

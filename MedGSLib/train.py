@@ -48,9 +48,9 @@ class Trainer:
         self.F, self.H, self.W = (int(x) for x in ref.shape)
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
-        self.mask_frames = (torch.as_tensor(sorted(mask_frames), dtype=torch.long) if mask_frames is not None
-                            else torch.arange(self.F))
-        self.times = (torch.arange(self.F, dtype=torch.float32) / self.F).to(self.device)
+        self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
+        from .model import frame_times
+        self.times = frame_times(self.F).to(self.device)
         self.progress = progress
         self.cancel = cancel
         if self.device.type == "cpu":
@@ -163,7 +163,7 @@ class Trainer:
             stats["gt"] = gt
             splat_for_stats = (sp, nf, out.n_isects)
         if pl in ("seg", "joint", "seg_head_only"):
-            keep = [j for j, f in enumerate(frames) if f in set(self.mask_frames.tolist())]
+            keep = [j for j, f in enumerate(frames) if f in self.mask_frames]
             if keep:
                 tf = t[:nf][keep]
                 sp_pairs = self.model.active_pairs(tf)

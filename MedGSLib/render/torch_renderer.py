@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .base import Renderer, RenderOutput
 
 ALPHA_MAX = 0.999        # gsplat 1.5.3 kernel clamp (the INRIA rasteriser upstream uses 0.99)
@@ -84,7 +86,6 @@ class TorchRenderer(Renderer):
             ends_np = ends.cpu().numpy()
             bounds, lo_seg, lo_row = [], 0, 0
             while lo_seg < len(ends_np):
-                import numpy as np
                 hi_seg = int(np.searchsorted(ends_np, lo_row + rows_budget, side="right"))
                 hi_seg = max(hi_seg, lo_seg + 1)
                 bounds.append((lo_seg, hi_seg))

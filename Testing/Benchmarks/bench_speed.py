@@ -49,31 +49,25 @@ def bspline(kept: np.ndarray, k: int, n: int) -> np.ndarray:
 
 
 def linear(kept: np.ndarray, k: int, n: int) -> np.ndarray:
-    out = np.empty((n,) + kept.shape[1:], np.float32)
-    for i in range(n):
-        a, r = divmod(i, k)
-        out[i] = kept[a] if r == 0 else (1 - r / k) * kept[a] + (r / k) * kept[a + 1]
-    return out
-
-
-def ssim_slices(a: np.ndarray, b: np.ndarray) -> float:
-    try:
-        from skimage.metrics import structural_similarity
-        return float(np.mean([structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
-                                                    use_sample_covariance=False, data_range=1.0)
-                              for x, y in zip(a, b)]))
-    except ImportError:   # the GPU box has no scikit-image: same window, zero padding
-        import torch
-        from MedGSLib.losses import ssim
-        return float(np.mean([float(ssim(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None]))
-                              for x, y in zip(a, b)]))
+    from MedGSLib.evaluation.baselines_intensity import linear as linear_baseline
+    return linear_baseline(kept, k)[:n]
 
 
 def scores(pred, ref, held, lo, hi):
-    p = np.clip((pred[held] - lo) / (hi - lo), 0, 1)
-    r = (ref[held] - lo) / (hi - lo)
-    mse = float(np.mean((p - r) ** 2))
-    return {"psnr": -10 * np.log10(mse), "ssim": ssim_slices(p, r)}
+    """evaluation.md metrics; where scikit-image is missing (the GPU box) SSIM uses the training SSIM
+    (same 11-tap sigma 1.5 Gaussian window, zero padding instead of cropping)."""
+    from MedGSLib.evaluation import metrics
+    mask = np.zeros(ref.shape[0], bool)
+    mask[held] = True
+    p, r = metrics.to_unit(pred, lo, hi), metrics.to_unit(ref, lo, hi)
+    try:
+        ssim = float(np.mean(metrics.ssim_per_slice(p, r, mask)))
+    except Exception:
+        import torch
+        from MedGSLib.losses import ssim as torch_ssim
+        ssim = float(np.mean([float(torch_ssim(torch.from_numpy(p[i]).float()[None, None],
+                                               torch.from_numpy(r[i]).float()[None, None])) for i in held]))
+    return {"psnr": metrics.psnr_pooled(p, r, mask), "ssim": ssim}
 
 
 def main():

@@ -78,7 +78,7 @@ def main() -> int:
               f"max|alpha| {res['alpha']:.2e} rel grad means2d {res['means2d']:.1e} conics {res['conics']:.1e} "
               f"opac {res['opacities']:.1e} colors {res['colors']:.1e} isects {res['n_isects']}")
     # trained scene + training on both backends
-    from MedGSLib.api import default_config, interpolate_array
+    from MedGSLib.api import default_config
     from MedGSLib.losses import psnr
     from MedGSLib.train import Trainer
     from MedGSLib.render.gsplat_renderer import GsplatRenderer
