@@ -27,8 +27,13 @@ def target_positions(n_frames: int, factor: float | None = None, spacing_ratio: 
 
 
 def render_positions(model, positions: np.ndarray, n_frames: int, height: int, width: int, renderer,
-                     head: str = "image", chunk: int = 8, progress=None, cancel=None) -> np.ndarray:
-    """Render the model at `positions` (kept-frame units) -> float32 [n, H, W] or [n, H, W, L] for labels."""
+                     head: str = "image", chunk: int = 8, progress=None, cancel=None,
+                     channel_group: int = 32) -> np.ndarray:
+    """Render the model at `positions` (kept-frame units) -> float32 [n, H, W] or [n, H, W, L] for labels.
+
+    Label channels are rendered `channel_group` at a time: the rasteriser's cost and memory grow
+    with the channel count (gsplat pads to a power of two), and 188 labels at once is slow.
+    """
     import torch
     from .errors import CancelledError
     out = []
@@ -38,9 +43,15 @@ def render_positions(model, positions: np.ndarray, n_frames: int, height: int, w
             if cancel is not None and cancel():
                 raise CancelledError("rendering was cancelled")
             t = torch.as_tensor(positions[i:i + chunk] / n_frames, dtype=torch.float32, device=dev)
-            sp = model.condition(t, height, width, head)
-            img = renderer.render(sp).images
-            out.append((img[..., 0] if head == "image" else img).float().cpu().numpy())
+            if head == "image":
+                img = renderer.render(model.condition(t, height, width, head)).images[..., 0]
+            else:
+                pairs = model.active_pairs(t)
+                groups = [torch.arange(c, min(c + channel_group, model.n_labels), device=dev)
+                          for c in range(0, model.n_labels, channel_group)]
+                img = torch.cat([renderer.render(model.condition(t, height, width, head, pairs, g)).images
+                                 for g in groups], -1)
+            out.append(img.float().cpu().numpy())
             if progress is not None:
                 progress({"event": "progress", "stage": "render", "iteration": min(i + chunk, len(positions)),
                           "total": len(positions)})

@@ -59,6 +59,12 @@ def soft_dice(pred, target, eps: float = 1.0):
     return 1.0 - ((2 * inter + eps) / (den + eps)).mean()
 
 
+def bce(pred, target, eps: float = 1e-4):
+    """Mean binary cross-entropy of rendered label channels (clamped into (0, 1)) against masks."""
+    import torch.nn.functional as F
+    return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target)
+
+
 def psnr(a, b) -> float:
     mse = float(((a - b) ** 2).mean())
     return 99.0 if mse <= 1e-10 else -10.0 * math.log10(mse)

@@ -178,6 +178,28 @@ class FoldedGaussians:
         self.params["seg_color"] = color.float().contiguous()
         self.params["seg_opacity"] = self.params["opacity"].detach().clone()
 
+    def seg_colors_from_masks(self, masks, annotated=None):
+        """Label colours [N, L] (SH-DC) read from the masks [L, F, H, W] where each Gaussian sits.
+
+        Each Gaussian takes the mask values at its centre pixel on its nearest frame (by m): the
+        label head starts where the image head starts instead of learning every label from 0.01.
+        Frames not in `annotated` give 0.01 (nothing known there).
+        """
+        import torch
+        L, F, H, W = masks.shape
+        m, _ = self.temporal()
+        fx = focal(W)
+        xyz = self.params["xyz"].detach()
+        col = (W / 2.0 + fx * xyz[:, 0]).floor().long().clamp(0, W - 1)
+        row = (H / 2.0 - fx * xyz[:, 1]).floor().long().clamp(0, H - 1)
+        fr = torch.round(m.detach() * F).long().clamp(0, F - 1)
+        value = masks[:, fr, row, col].T.float().clamp(0.01, 1.0)          # [N, L]
+        if annotated is not None:
+            known = torch.zeros(F, dtype=torch.bool, device=masks.device)
+            known[torch.as_tensor(sorted(annotated), device=masks.device, dtype=torch.long)] = True
+            value = torch.where(known[fr][:, None], value, torch.full_like(value, 0.01))
+        return ((value - 0.5) / SH_C0).to(self.device)
+
     # ----------------------------------------------------------------- activations
     def temporal(self):
         import torch
@@ -195,11 +217,12 @@ class FoldedGaussians:
         return fi, gi
 
     def condition(self, times, height: int, width: int, head: str = "image",
-                  pairs=None) -> Splats:
+                  pairs=None, channels=None) -> Splats:
         """Condition every Gaussian on each t in `times` [T] -> packed 2D splats (method.md s1.2).
 
         mu(t) = (x, z) + sum_k w_k (m_t - t)^k; delta = exp(-(m_t - t)^2 / (2 sigma_t^2));
         scales shrink by delta; rotation, opacity and colour are constant in t.
+        `channels` (label head only): render just these label channels, in this order.
         """
         import torch
         p = self.params
@@ -231,6 +254,8 @@ class FoldedGaussians:
             color_raw, opac_raw = p["color"], p["opacity"]
         elif head == "seg":
             color_raw, opac_raw = p["seg_color"], p["seg_opacity"]
+            if channels is not None:
+                color_raw = color_raw[:, channels]
         else:
             raise ValueError(f"unknown head {head!r}")
         opac = torch.sigmoid(opac_raw[gi, 0])

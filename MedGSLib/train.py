@@ -63,11 +63,42 @@ class Trainer:
         self.history: list[dict] = []
         self.model = model if model is not None else self._init_model()
         if self.masks is not None and not self.model.has_seg:
-            self.model.add_seg_head(self.masks.shape[0])
+            init = None
+            if model is None and config.model.init == "pixels":
+                init = self.model.seg_colors_from_masks(self.masks, self.mask_frames)
+            self.model.add_seg_head(self.masks.shape[0], init=init)
         self._build_optimizer()
         from .densify import DensifyState
         self.dstate = DensifyState(self.model.n, self.device)
         self.background = None
+        self.flow = self._fit_flow()
+        # which label is on which frame, kept on the host: picking channels must not wait for the GPU
+        self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
+
+    def _fit_flow(self):
+        """Half-way motion fields for the in-between targets (flow.py), fitted once on the frames.
+
+        Image pairs are consecutive frames; label pairs are consecutive annotated frames (with a
+        sparse annotation they are several frames apart, and the image between them is known).
+        """
+        lc = self.cfg.loss
+        if lc.ibfr_target == "linear" or lc.ibfr <= 0:
+            return None
+        if lc.ibfr_target != "flow":
+            raise InputError(f"unknown IBFR target {lc.ibfr_target!r}: use 'linear' or 'flow'")
+        from . import flow
+        src = self.frames if self.frames is not None else self.masks.sum(0).clamp(0, 1)
+        out = {}
+        if self.pipeline in ("img", "joint"):
+            out["image"] = flow.estimate(src)
+        if self.masks is not None and lc.seg_ibfr > 0:
+            ann = sorted(self.mask_frames)
+            pairs = list(zip(ann[:-1], ann[1:]))
+            if pairs:
+                same = all(j == i + 1 for i, j in pairs) and "image" in out
+                out["seg_pairs"] = pairs
+                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, pairs=pairs)
+        return out or None
 
     # ------------------------------------------------------------------ setup
     def _init_model(self):
@@ -152,9 +183,14 @@ class Trainer:
             ss = losses.ssim(img[:nf, None], gt[:, None])
             li = lc.l1 * l1 + lc.dssim * (1 - ss)
             if alphas is not None:
-                a = alphas[:, None, None]
                 nxt = torch.as_tensor([p[1] for p in pairs], device=self.device)
-                blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
+                if self.flow is not None and "image" in self.flow:
+                    from .flow import blend as flow_blend
+                    blend = flow_blend(self.frames[pidx, None], self.frames[nxt, None],
+                                       self.flow["image"][pidx], alphas)[:, 0]
+                else:
+                    a = alphas[:, None, None]
+                    blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
                 li = li + lc.ibfr * losses.l1(img[nf:], blend)
             if use_sigma:
                 li = li + lc.sigma * self._sigma_term()
@@ -164,18 +200,23 @@ class Trainer:
             splat_for_stats = (sp, nf, out.n_isects)
         if pl in ("seg", "joint", "seg_head_only"):
             keep = [j for j, f in enumerate(frames) if f in self.mask_frames]
-            if keep:
+            between = self._seg_between(len(frames)) if use_ibfr and self.flow and "seg" in self.flow else None
+            if keep or between is not None:
+                ch = self._pick_channels([frames[j] for j in keep])
                 tf = t[:nf][keep]
-                sp_pairs = self.model.active_pairs(tf)
-                sp2 = self.model.condition(tf, self.H, self.W, "seg", sp_pairs)
+                if between is not None:
+                    tf = torch.cat([tf, between[0]])
+                sp2 = self.model.condition(tf, self.H, self.W, "seg", self.model.active_pairs(tf), ch)
                 if splat_for_stats is None and sp2.means2d.requires_grad:   # frozen geometry (seg_head_only): no grad
                     sp2.means2d.retain_grad()
                 out2 = self.renderer.render(sp2, None)
-                pred = out2.images.permute(0, 3, 1, 2)                       # [B, L, H, W]
-                tgt = self.masks[:, fidx[keep]].permute(1, 0, 2, 3)
-                ls = lc.seg_l1 * losses.l1(pred, tgt)
-                if lc.seg_dice > 0:
-                    ls = ls + lc.seg_dice * losses.soft_dice(pred.clamp(0, 1), tgt)
+                pred = out2.images.permute(0, 3, 1, 2)                       # [B, C, H, W]
+                ls = torch.zeros((), device=self.device)
+                if keep:
+                    tgt = self.masks[ch][:, fidx[keep]].permute(1, 0, 2, 3)
+                    ls = ls + self._mask_loss(pred[:len(keep)], tgt)
+                if between is not None:
+                    ls = ls + lc.seg_ibfr * self._mask_loss(pred[len(keep):], between[1](ch))
                 if use_sigma and pl != "seg_head_only":
                     ls = ls + lc.seg_sigma * self._sigma_term()
                 total = total + (lc.lambda_seg if pl == "joint" else 1.0) * ls
@@ -183,6 +224,52 @@ class Trainer:
                 if splat_for_stats is None:
                     splat_for_stats = (sp2, len(keep), out2.n_isects)
         return total, stats, splat_for_stats
+
+    def _pick_channels(self, frames):
+        """Label channels trained this step: all of them when few, else `seg_channels` of them,
+        those present on the step's annotated frames first (the rest at random, so that absent
+        labels are also pushed to 0). The whole set is covered over the steps."""
+        import torch
+        L, G = self.masks.shape[0], self.cfg.loss.seg_channels
+        if G <= 0 or L <= G:
+            return torch.arange(L, device=self.device)
+        present = [c for c in range(L) if any(self._present[c][f] for f in frames)]
+        order = torch.randperm(L, generator=self.gen).tolist()
+        chosen = [c for c in order if c in set(present)][:G]
+        chosen += [c for c in order if c not in set(chosen)][: G - len(chosen)]
+        return torch.as_tensor(sorted(chosen), device=self.device)
+
+    def _seg_between(self, n: int):
+        """Times between annotated frames and a function giving their flow-carried masks per channel."""
+        import torch
+        from .flow import blend
+        lc = self.cfg.loss
+        pairs = self.flow["seg_pairs"]
+        n = min(len(pairs), max(1, n))
+        pick = torch.randperm(len(pairs), generator=self.gen)[:n]
+        lo, hi = lc.ibfr_alpha
+        alphas = (lo + (hi - lo) * torch.rand(n, generator=self.gen)).to(self.device)
+        ia = torch.as_tensor([pairs[int(j)][0] for j in pick], device=self.device)
+        ib = torch.as_tensor([pairs[int(j)][1] for j in pick], device=self.device)
+        t = self.times[ia] + alphas * (self.times[ib] - self.times[ia])
+        d = self.flow["seg"][pick.to(self.device)]
+
+        def targets(ch):
+            ma = self.masks[ch][:, ia].permute(1, 0, 2, 3)
+            mb = self.masks[ch][:, ib].permute(1, 0, 2, 3)
+            return blend(ma, mb, d, alphas)
+        return t, targets
+
+    def _mask_loss(self, pred, target):
+        """L1 (released code) plus the optional soft-Dice and binary cross-entropy terms."""
+        from . import losses
+        lc = self.cfg.loss
+        out = lc.seg_l1 * losses.l1(pred, target)
+        if lc.seg_dice > 0:
+            out = out + lc.seg_dice * losses.soft_dice(pred.clamp(0, 1), target)
+        if lc.seg_bce > 0:
+            out = out + lc.seg_bce * losses.bce(pred, target)
+        return out
 
     def _sigma_term(self):
         from .losses import sigma_range_penalty

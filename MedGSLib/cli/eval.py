@@ -1,7 +1,7 @@
 """`medgs eval`: score MedGS and the classical baselines on one case by the held-out-slice protocol.
 
   medgs eval IMAGE [--labels LABELMAP] --k 2 3 4 [--methods ...] [--label-methods ...]
-             [--axis auto|0|1|2] [--preset fast|paper] [--device auto|cpu|cuda] -o REPORTDIR
+             [--axis auto|0|1|2] [--preset fast|quality|paper] [--set SECTION.NAME=VALUE ...] [--device auto|cpu|cuda] -o REPORTDIR
 """
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="score only these label values, e.g. 2,41,4-5 (default: every label)")
     p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
                    help="image axis to thin out (0=i, 1=j, 2=k; default auto = largest spacing, ties -> k)")
-    p.add_argument("--preset", default="fast", choices=("fast", "paper"), help="MedGS training preset (default: fast)")
+    p.add_argument("--preset", default="fast", choices=("fast", "quality", "paper"),
+                   help="MedGS training preset (default: fast)")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.NAME=VALUE", dest="overrides",
+                   help="MedGS training options over the preset, e.g. loss.ibfr=1.0 schedule.iterations=3000")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="MedGS device (default: auto)")
     p.add_argument("-o", "--output", required=True, metavar="REPORTDIR", help="[REQUIRED] report folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in REPORTDIR")
@@ -80,11 +83,11 @@ def main_eval(args: argparse.Namespace) -> int:
         command = eval_command_line(args.input, args.output, labels_path=args.labels, ks=args.k,
                                     methods=args.methods, label_methods=args.label_methods, axis=axis,
                                     preset=args.preset, device=args.device, label_values=values,
-                                    overwrite=args.overwrite)
+                                    overwrite=args.overwrite, overrides=args.overrides)
         report = run_eval_files(
             args.input, args.output, labels_path=args.labels, ks=args.k, methods=args.methods,
             label_methods=args.label_methods, axis=axis, preset=args.preset, device=args.device,
-            label_values=values, overwrite=args.overwrite, command=command,
+            label_values=values, overwrite=args.overwrite, command=command, overrides=args.overrides,
             progress_bar=not args.no_progress,
         )
     except MedGSError as err:

@@ -24,7 +24,7 @@ def case_name(path) -> str:
 
 def eval_command_line(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), methods=DEFAULT_METHODS,
                       label_methods=DEFAULT_LABEL_METHODS, axis="auto", preset="fast", device="auto",
-                      label_values=None, overwrite=False) -> str:
+                      label_values=None, overwrite=False, overrides=()) -> str:
     """The `medgs eval` command line that reproduces a run (recorded in the report)."""
     parts = ["medgs", "eval", str(input_path)]
     if labels_path is not None:
@@ -35,6 +35,8 @@ def eval_command_line(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), me
         if label_values is not None:
             parts += ["--label-values", ",".join(str(v) for v in label_values)]
     parts += ["--axis", str(axis), "--preset", preset, "--device", device, "-o", str(out_dir)]
+    if overrides:
+        parts += ["--set", *overrides]
     if overwrite:
         parts.append("--overwrite")
     return shlex.join(parts)
@@ -43,7 +45,7 @@ def eval_command_line(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), me
 def run_eval_files(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), methods=DEFAULT_METHODS,
                    label_methods=DEFAULT_LABEL_METHODS, axis="auto", preset: str = "fast",
                    device: str = "auto", label_values=None, overwrite: bool = False,
-                   command: str | None = None, progress_bar: bool = True,
+                   command: str | None = None, overrides=(), progress_bar: bool = True,
                    progress: Callable[[dict], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> dict:
     """Evaluate one image file (and optional label map) and write REPORTDIR; returns the report."""
@@ -60,11 +62,11 @@ def run_eval_files(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), metho
     if command is None:
         command = eval_command_line(input_path, out, labels_path=labels_path, ks=ks, methods=methods,
                                     label_methods=label_methods, axis=axis, preset=preset, device=device,
-                                    label_values=label_values, overwrite=overwrite)
+                                    label_values=label_values, overwrite=overwrite, overrides=overrides)
     report, figures = evaluate(
         image, labels, ks, methods, label_methods if labels is not None else (), axis=axis, preset=preset,
         device=device, label_values=label_values, case=case_name(input_path), command=command,
-        progress_bar=progress_bar, progress=progress, cancel=cancel,
+        progress_bar=progress_bar, progress=progress, cancel=cancel, overrides=overrides,
     )
     report["input"] = {"image": str(input_path), "labels": str(labels_path) if labels_path else None}
     written = write_report(report, figures, out, overwrite=overwrite)

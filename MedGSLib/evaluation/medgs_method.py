@@ -23,7 +23,7 @@ class MedGSOutput:
 
 def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None,
               label_values=None, preset: str = "fast", device: str = "auto", robust: bool = False,
-              progress=None, cancel=None) -> MedGSOutput:
+              progress=None, cancel=None, overrides=()) -> MedGSOutput:
     """Train MedGS on the kept slices [F, H, W] and render the full grid for factor k.
 
     `robust=False` (default) maps the kept slices' own min and max to [0, 1]; `robust=True`
@@ -47,7 +47,9 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
         present = [int(v) for v in np.unique(kept_labels) if v != 0]
         values = present if label_values is None else [v for v in present if v in {int(x) for x in label_values}]
         masks = np.stack([(kept_labels == v) for v in values]).astype(np.float32) if values else None
-    config = api.default_config(preset, device)   # first parameter: the preset name
+    from ..config import apply_overrides
+
+    config = apply_overrides(api.default_config(preset, device), overrides)
     result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel)
     image = np.asarray(result.image, dtype=np.float32)
     expected = ((kept.shape[0] - 1) * k + 1,) + kept.shape[1:]

@@ -75,7 +75,7 @@ def run_eval(image: Volume, labels: Volume | None = None, ks=(2, 3, 4),
              methods=INTENSITY_METHODS, label_methods=LABEL_METHODS, *, axis="auto", preset: str = "fast", device: str = "auto", label_values=None,
              case: str | None = None, command: str | None = None, progress_bar: bool = False,
              progress: Callable[[dict], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> dict:
+             cancel: Callable[[], bool] | None = None, overrides=()) -> dict:
     """Evaluate methods on one case by the held-out-slice protocol; returns the report dict.
 
     `methods` / `label_methods` default to everything, MedGS included (which trains once per
@@ -84,7 +84,7 @@ def run_eval(image: Volume, labels: Volume | None = None, ks=(2, 3, 4),
     """
     report, _ = evaluate(image, labels, ks, methods, label_methods, axis=axis, preset=preset,
                          device=device, label_values=label_values, case=case, command=command,
-                         progress_bar=progress_bar, progress=progress, cancel=cancel)
+                         progress_bar=progress_bar, progress=progress, cancel=cancel, overrides=overrides)
     return report
 
 
@@ -92,7 +92,7 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
              preset: str = "fast", device: str = "auto", label_values=None, case: str | None = None,
              command: str | None = None, progress_bar: bool = False,
              progress: Callable[[dict], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> tuple[dict, EvalFigures]:
+             cancel: Callable[[], bool] | None = None, overrides=()) -> tuple[dict, EvalFigures]:
     """`run_eval` that also returns the slices the report's figures show."""
     _check_inputs(image, labels)
     methods = _methods(methods, INTENSITY_METHODS, "intensity")
@@ -173,7 +173,8 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
             if method == "medgs":
                 want_labels = truth_labels is not None and "medgs" in label_methods
                 out, seconds = _run_medgs(truth, truth_labels if want_labels else None, values, k,
-                                          kept_idx, preset, device, _inner_progress(bar, progress), cancel)
+                                          kept_idx, preset, device, _inner_progress(bar, progress), cancel,
+                                          overrides)
                 medgs_info[str(k)] = out.info
                 if not label_task:
                     rows.append(_image_row(out.image, truth, heldout, value_range, "medgs", k, seconds))
@@ -230,6 +231,7 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
         "methods": list(methods),
         "label_methods": list(label_methods),
         "preset": preset if ("medgs" in methods or "medgs" in label_methods) else None,
+        "overrides": list(overrides or ()),
         "device": _device_text(device, medgs_info),
         "environment": _environment(),
         "results": rows,
@@ -267,13 +269,13 @@ def _inner_progress(bar, progress):
     return callback
 
 
-def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel):
+def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel, overrides=()):
     from .medgs_method import run_medgs
 
     kept_labels = truth_labels[kept_idx] if truth_labels is not None else None
     t0 = time.perf_counter()
     out = run_medgs(truth[kept_idx], k, kept_labels=kept_labels, label_values=values or None,
-                    preset=preset, device=device, progress=progress, cancel=cancel)
+                    preset=preset, device=device, progress=progress, cancel=cancel, overrides=overrides)
     return out, time.perf_counter() - t0
 
 

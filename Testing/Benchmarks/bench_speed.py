@@ -86,6 +86,7 @@ def main():
     a = ap.parse_args()
     import torch
     from MedGSLib.api import default_config, interpolate_array
+    from MedGSLib.config import apply_overrides
     from MedGSLib.frames import Normalizer, keep_every
     from MedGSLib.io import read_volume
     t0 = time.perf_counter()
@@ -98,11 +99,7 @@ def main():
     frames = norm.forward(ref[kept_idx]).astype(np.float32)
     t_load = time.perf_counter() - t0
     cfg = default_config(a.preset, a.device, iterations=a.iterations, renderer=a.renderer)
-    for kv in a.set:
-        key, val = kv.split("=", 1)
-        sect, name = key.split(".")
-        obj = getattr(cfg, sect)
-        setattr(obj, name, type(getattr(obj, name))(eval(val)))
+    apply_overrides(cfg, a.set)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res = interpolate_array(frames, a.keep, config=cfg)
@@ -129,6 +126,11 @@ def main():
         row["medgs"] = scores(dense, ref, held, lo, hi)
         row["linear"] = scores(linear(kept, a.keep, n), ref, held, lo, hi)
         row["bspline"] = scores(bspline(kept, a.keep, n), ref, held, lo, hi)
+        try:
+            from MedGSLib.evaluation.baselines_intensity import optical_flow
+            row["optflow"] = scores(optical_flow(kept, a.keep)[:n], ref, held, lo, hi)
+        except Exception as err:        # OpenCV missing: the column stays empty
+            print(f"optical-flow baseline skipped: {err}")
     if a.save_slice:
         i = int(held[len(held) // 2])
         kept = ref[kept_idx]
@@ -141,8 +143,10 @@ def main():
     if "medgs" in row:
         q += (f" {row['medgs']['psnr']:.2f} / {row['medgs']['ssim']:.3f} | {row['linear']['psnr']:.2f} / "
               f"{row['linear']['ssim']:.3f} | {row['bspline']['psnr']:.2f} / {row['bspline']['ssim']:.3f} |")
+        if "optflow" in row:
+            q += f" {row['optflow']['psnr']:.2f} / {row['optflow']['ssim']:.3f} |"
     print("| case | device | renderer | iters | Gaussians | load/train/render/write s | peak GB | pairs/s (of 3e11) "
-          "| MedGS PSNR/SSIM | linear | B-spline |")
+          "| MedGS PSNR/SSIM | linear | B-spline | optical flow |")
     print(q)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
