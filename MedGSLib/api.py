@@ -151,8 +151,6 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     if base is None:
         raise InputError("give an intensity volume, a label map or both")
     warnings: list[str] = []
-    if labels is not None:
-        warnings += lb.validate_labels(labels, volume) if volume is not None else []
     image_axis = fr.choose_axis(base.geometry, axis)
     ax = numpy_axis(image_axis)
     n_all = base.array.shape[ax]
@@ -160,6 +158,11 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     kept = fr.keep_every(n_all, step) if step > 1 else np.arange(n_all)
     if len(kept) < 2:
         raise InputError(f"need at least 2 slices along axis {image_axis}, got {len(kept)}")
+    carried: list[int] = []
+    if labels is not None:
+        # grid, geometry and value checks; labels in fewer than 2 kept slices are warned about
+        warnings += lb.validate_labels(labels, volume, kept_indices=kept, axis=image_axis)
+        carried = lb.sparse_label_values(labels.array, kept, ax)
     kept_gap = base.geometry.spacing[image_axis] * step
     if factor is None and spacing is None:
         if step > 1:
@@ -209,6 +212,8 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
         out.volume = Volume(fr.from_frames(dense, image_axis), geom, "image")
     if res.probs is not None:
         lab = lb.decode(res.probs, values)
+        if carried:     # one kept slice: nothing to interpolate between, copy it to the nearest slices
+            lab = lb.nearest_fill(larr, np.arange(F), positions, values=carried, base=lab)
         out.labels = Volume(fr.from_frames(lab, image_axis), geom, "labels", table)
         if probabilities:
             out.probabilities = {v: Volume(fr.from_frames(res.probs[i], image_axis), geom, "image")
@@ -222,7 +227,7 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
                      "output_spacing_mm": gap_mm, "factor": factor_used, "warnings": warnings,
                      "normalizer": norm.to_dict() if norm is not None else None,
                      "labels": [int(v) for v in values] if values else [],
-                     "annotated_slices": mask_frames})
+                     "annotated_slices": mask_frames, "labels_carried_by_nearest": carried})
     for w in warnings:
         log.warning(w)
     return out

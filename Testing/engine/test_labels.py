@@ -186,3 +186,26 @@ def test_label_table_from_colour_table_file(tmp_path):
     assert table[5].name == "Left-Hippocampus"
     assert np.allclose(table[5].color, (220 / 255, 216 / 255, 20 / 255))
     assert table[1].name == "label_1"
+
+
+def test_run_carries_a_label_seen_on_one_kept_slice_by_nearest_neighbour():
+    """Label 2 exists on slice 2 only: the model cannot interpolate it, the pipeline copies it to
+    the output slices nearest to slice 2, warns, and lists it in the run record."""
+    pytest.importorskip("torch")
+    from MedGSLib import api
+    zz, yy, xx = np.mgrid[0:5, 0:24, 0:28]
+    image = (np.exp(-((yy - 12) ** 2 + (xx - 10 - zz) ** 2) / 30.0) * 400).astype(np.int16)
+    lab = np.zeros(image.shape, np.uint8)
+    lab[:, 8:16, 6:14] = 1
+    lab[2, 2:5, 20:25] = 2
+    geom = Geometry(spacing=(0.8, 0.9, 3.0))
+    cfg = api.default_config("fast", "cpu", iterations=3)
+    cfg.model.num_points = 300
+    res = api.run(Volume(image, geom), labels=Volume(lab, geom, "labels"), factor=2, config=cfg, meshes=False)
+    out = res.labels.array
+    assert out.shape == (9, 24, 28)
+    has2 = [int(i) for i in range(9) if (out[i] == 2).any()]
+    assert has2 == [4, 5]          # positions 2.0 and 2.5 (a tie goes to the earlier kept slice)
+    np.testing.assert_array_equal(out[4][lab[2] == 2], 2)
+    assert res.info["labels_carried_by_nearest"] == [2]
+    assert any("label 2" in w and "nearest neighbour" in w for w in res.info["warnings"])

@@ -153,3 +153,59 @@ def test_short_training_beats_nearest_neighbour_on_held_out_slices(ct_crop, caps
         print(f"\n[held-out PSNR] model {p_model:.2f} dB vs nearest neighbour {p_nn:.2f} dB "
               f"({res.info['iterations_run']} it, {res.info['gaussians']} Gaussians)")
     assert p_model > p_nn
+
+
+def test_label_channels_per_step_prefer_present_labels():
+    frames = synthetic_frames()
+    masks = torch.zeros(12, 6, 24, 28)
+    masks[3, 2, 5:9, 5:9] = 1                # label 3 only on frame 2
+    masks[7, 4, 10:14, 10:14] = 1            # label 7 only on frame 4
+    cfg = tiny_config(1)
+    cfg.loss.seg_channels = 4
+    tr = Trainer(frames, cfg, masks=masks, pipeline="joint")
+    ch = tr._pick_channels([2, 4]).tolist()
+    assert len(ch) == 4 and {3, 7} <= set(ch)
+    cfg.loss.seg_channels = 16               # more than there are: every channel
+    tr = Trainer(frames, cfg, masks=masks, pipeline="joint")
+    assert tr._pick_channels([0]).tolist() == list(range(12))
+
+
+def test_label_head_starts_from_the_masks_under_each_gaussian():
+    from MedGSLib.model import SH_C0, focal
+    frames = synthetic_frames()
+    masks = torch.zeros(2, 6, 24, 28)
+    masks[0, :, :, :14] = 1                  # label 0 on the left half of every frame
+    masks[1, :, :, 14:] = 1
+    tr = Trainer(frames, tiny_config(1), masks=masks, pipeline="joint")
+    p = tr.model.params
+    color = SH_C0 * p["seg_color"] + 0.5
+    col = 28 / 2 + focal(28) * p["xyz"][:, 0]
+    left, right = col < 13, col > 15
+    assert left.any() and right.any()
+    assert torch.all(color[left, 0] > 0.99) and torch.all(color[left, 1] < 0.02)
+    assert torch.all(color[right, 1] > 0.99) and torch.all(color[right, 0] < 0.02)
+
+
+def test_flow_targets_train_image_and_sparse_label_heads():
+    """Flow IBFR on: the image pairs and the annotated label pairs (0, 3), (3, 5) get fields,
+    the label heads are trained between annotated frames, and the run finishes."""
+    frames = synthetic_frames()
+    masks = (frames > 0.5).float()[None] * 0
+    masks[0, [0, 3, 5]] = (frames[[0, 3, 5]] > 0.5).float()
+    cfg = tiny_config(8)
+    cfg.schedule.ibfr_from = 0.0
+    assert cfg.loss.ibfr_target == "flow"
+    tr = Trainer(frames, cfg, masks=masks, mask_frames=[0, 3, 5], pipeline="joint")
+    assert tr.flow["image"].shape == (5, 2, 24, 28)
+    assert tr.flow["seg_pairs"] == [(0, 3), (3, 5)] and tr.flow["seg"].shape == (2, 2, 24, 28)
+    before = tr.model.params["seg_color"].detach().clone()
+    tr.train()
+    assert not torch.equal(before, tr.model.params["seg_color"][: before.shape[0]])
+
+
+def test_unknown_ibfr_target_is_one_clear_error():
+    from MedGSLib.errors import InputError
+    cfg = tiny_config(1)
+    cfg.loss.ibfr_target = "optical"
+    with pytest.raises(InputError, match="IBFR target"):
+        Trainer(synthetic_frames(), cfg)
