@@ -1,6 +1,8 @@
 #!/bin/bash
 # Settings study on one GPU (256 x 256 x 128 resampled cases, every 2nd slice kept).
 # Usage: OUT=folder bash Testing/Benchmarks/sweep_gpu.sh   (each line writes OUT/<name>.json)
+# The committed results/sweep_*.json came from the fast preset of that time, whose in-between
+# targets were the linear blend; the fast preset now uses motion-compensated targets (flow.py).
 B="python3 Testing/Benchmarks/bench_speed.py --size 128 256 256 --keep 2 --device cuda"
 run() { name=$1; shift; timeout 90 $B "$@" --json "$OUT/$name.json" 2>&1 | tail -1; }
 run aorta_fast --case ct_aorta

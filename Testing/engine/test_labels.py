@@ -209,3 +209,17 @@ def test_run_carries_a_label_seen_on_one_kept_slice_by_nearest_neighbour():
     np.testing.assert_array_equal(out[4][lab[2] == 2], 2)
     assert res.info["labels_carried_by_nearest"] == [2]
     assert any("label 2" in w and "nearest neighbour" in w for w in res.info["warnings"])
+
+
+def test_drop_unanchored_removes_fragments_that_touch_no_anchor_slice():
+    a = np.zeros((9, 10, 10), np.int16)
+    a[0:5, 2:4, 2:4] = 3          # a structure running from anchor slice 0 to anchor 4: kept
+    a[6, 7:9, 7:9] = 3            # the same label floating on slice 6 only: dropped
+    a[5:7, 0:2, 6:8] = 300        # between anchors 4 and 8, touching neither: dropped
+    a[7:9, 0:2, 0:2] = 300        # touches anchor 8: kept
+    b = L.drop_unanchored(a, [0, 4, 8])
+    np.testing.assert_array_equal(b[0:5], a[0:5])
+    assert not (b[6] == 3).any() and not (b[5:7, 0:2, 6:8] == 300).any()
+    np.testing.assert_array_equal(b[7:9, 0:2, 0:2], 300)
+    assert (a[6, 7:9, 7:9] == 3).all()        # the input is not modified
+    np.testing.assert_array_equal(L.drop_unanchored(a, range(9)), a)   # all slices anchored: unchanged
