@@ -108,37 +108,33 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
     return out
 
 
-def drop_unanchored(labels: np.ndarray, anchor_slices: Sequence[int]) -> np.ndarray:
-    """Remove label fragments that touch no anchor slice: labels [S, H, W] along the slice axis.
+def drop_unanchored(labels: np.ndarray, known: np.ndarray, anchor_slices: Sequence[int]) -> np.ndarray:
+    """Remove label fragments that meet their own label on no anchor slice.
 
-    A structure between two annotated (or kept) slices must connect to at least one of them; a
-    piece of label that exists only on interpolated slices (a stray blob of a label head) is set
-    to 0. Components are 3D, 26-connected, per label value; the anchors are slice indices into
-    `labels`. Returns a copy.
+    labels [S, H, W] (along the slice axis) is a decoded prediction; `known` [S, H, W] holds the
+    given labels on the anchor slices (the kept or annotated ones; other slices are ignored). A
+    3D component (26-connected) of value v survives only where it overlaps v of `known` on some
+    anchor slice: a structure between two annotations must grow out of one of them, and a blob a
+    label head leaves elsewhere (even one crossing an anchor slice where v is not annotated) is
+    set to 0. Returns a copy.
     """
     from scipy import ndimage
 
     labels = np.asarray(labels)
+    known = np.asarray(known)
+    if known.shape != labels.shape:
+        raise InputError(f"known labels {known.shape} and prediction {labels.shape} differ in shape")
     out = labels.copy()
     anchors = np.zeros(labels.shape[0], dtype=bool)
     anchors[np.asarray(list(anchor_slices), dtype=np.int64)] = True
-    if anchors.all():
-        return out
     structure = np.ones((3, 3, 3), dtype=bool)
-    boxes = ndimage.find_objects(np.where(labels > 0, labels, 0).astype(np.int64, copy=False)) \
-        if labels.min() >= 0 else None
     for v in label_values(labels):
-        if boxes is not None and v - 1 < len(boxes) and boxes[v - 1] is not None:
-            box = boxes[v - 1]
-        else:
-            box = tuple(slice(0, n) for n in labels.shape)
-        comp, n = ndimage.label(labels[box] == v, structure=structure)
-        if n <= 1 and comp[anchors[box[0]]].any():
+        comp, n = ndimage.label(labels == v, structure=structure)
+        if n == 0:
             continue
-        kept_ids = np.unique(comp[anchors[box[0]]])
-        stray = (comp > 0) & ~np.isin(comp, kept_ids[kept_ids > 0])
-        region = out[box]
-        region[stray] = 0
+        seeds = comp[anchors][known[anchors] == v]
+        stray = (comp > 0) & ~np.isin(comp, np.unique(seeds[seeds > 0]))
+        out[stray] = 0
     return out
 
 

@@ -6,14 +6,17 @@ import argparse
 
 def add_training_options(p: argparse.ArgumentParser):
     p.add_argument("--preset", choices=["fast", "quality", "paper"], default="fast",
-                   help="fast: pixel initialisation, few iterations, early stop (default); quality: fast "
-                        "without IBFR, 3000 iterations (~2x the time); paper: the published 30k-iteration settings")
+                   help="fast: pixel initialisation, motion-compensated in-between targets, few iterations, "
+                        "early stop (default); quality: 3000 iterations, 16 frames per step (~2x the time); "
+                        "paper: the published 30k-iteration settings")
     p.add_argument("--iterations", type=int, help="training iterations; every schedule milestone scales with it")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     p.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto",
                    help="rasteriser backend (auto: gsplat on CUDA when it works, else pure torch)")
     p.add_argument("--max-gaussians", type=int, help="cap on the number of Gaussians (memory knob)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result on the CPU)")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.NAME=VALUE", dest="overrides",
+                   help="any training option over the preset, e.g. loss.ibfr_target=linear schedule.iterations=500")
 
 
 def register(sub):
@@ -63,6 +66,8 @@ def main_run(args) -> int:
         ann = parse_slice_list(ann)
     cfg = default_config(args.preset, args.device, seed=args.seed, iterations=args.iterations,
                          max_gaussians=args.max_gaussians, renderer=args.renderer)
+    from ..config import apply_overrides
+    apply_overrides(cfg, args.overrides)
     outputs = ("volume", "labels") + (() if args.no_meshes else ("meshes",))
     bar = ProgressBar(args.quiet)
     try:

@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--json")
+    ap.add_argument("--save", help="also keep the decoded prediction and probabilities in this .npz")
     a = ap.parse_args()
     from MedGSLib import api
     from MedGSLib.config import apply_overrides
@@ -56,7 +57,10 @@ def main():
     res = api.interpolate_array(f01, factor, masks=one_hot(lab_in, values), mask_frames=mask_frames, config=cfg)
     pred = decode(res.probs, values)
     rows = {}
-    for name, p in (("raw", pred), ("clean", drop_unanchored(pred, np.flatnonzero(~held)))):
+    known = np.where(held[:, None, None], 0, labels)
+    if a.save:
+        np.savez_compressed(a.save, pred=pred, probs=res.probs.astype(np.float16), values=values, held=held)
+    for name, p in (("raw", pred), ("clean", drop_unanchored(pred, known, np.flatnonzero(~held)))):
         s = label_scores(p, labels, held, spacing, values)
         rows[name] = {"dice": s["dice"], "hd95": s["hd95"], "assd": s["assd"]}
         print(f"| {a.case} | k={k} | {'sparse' if a.sparse else 'dense'} | {name} | {s['dice']:.3f} | "

@@ -163,3 +163,20 @@ def test_upstream_train_and_render(tmp_path, capsys):
     from PIL import Image
     im = np.asarray(Image.open(out / "render_img" / "00000_0.png"))
     assert im.shape[:2] == (24, 32)
+
+
+def test_set_options_reach_the_trainer_and_bad_ones_fail_cleanly(tmp_path, capsys):
+    src = tmp_path / "in.nii.gz"
+    write_volume(src)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", str(src), "-o", str(out), "--factor", "2", "--device", "cpu", "-q",
+                            "--set", "schedule.iterations=4", "loss.ibfr_target=linear"], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["result"]["iterations_run"] == 4
+    bad = tmp_path / "bad"
+    code, _, err = run_cli(["run", str(src), "-o", str(bad), "--factor", "2", "--device", "cpu", "-q",
+                            "--set", "loss.ibfr_weight=1"], capsys)
+    _assert_one_line_error(code, err)
+    assert "unknown option 'loss.ibfr_weight'" in err
+    assert not bad.exists()
