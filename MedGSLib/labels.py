@@ -108,36 +108,6 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
     return out
 
 
-def drop_unanchored(labels: np.ndarray, known: np.ndarray, anchor_slices: Sequence[int]) -> np.ndarray:
-    """Remove label fragments that meet their own label on no anchor slice.
-
-    labels [S, H, W] (along the slice axis) is a decoded prediction; `known` [S, H, W] holds the
-    given labels on the anchor slices (the kept or annotated ones; other slices are ignored). A
-    3D component (26-connected) of value v survives only where it overlaps v of `known` on some
-    anchor slice: a structure between two annotations must grow out of one of them, and a blob a
-    label head leaves elsewhere (even one crossing an anchor slice where v is not annotated) is
-    set to 0. Returns a copy.
-    """
-    from scipy import ndimage
-
-    labels = np.asarray(labels)
-    known = np.asarray(known)
-    if known.shape != labels.shape:
-        raise InputError(f"known labels {known.shape} and prediction {labels.shape} differ in shape")
-    out = labels.copy()
-    anchors = np.zeros(labels.shape[0], dtype=bool)
-    anchors[np.asarray(list(anchor_slices), dtype=np.int64)] = True
-    structure = np.ones((3, 3, 3), dtype=bool)
-    for v in label_values(labels):
-        comp, n = ndimage.label(labels == v, structure=structure)
-        if n == 0:
-            continue
-        seeds = comp[anchors][known[anchors] == v]
-        stray = (comp > 0) & ~np.isin(comp, np.unique(seeds[seeds > 0]))
-        out[stray] = 0
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # validation and sparse annotation
 

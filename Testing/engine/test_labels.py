@@ -210,21 +210,3 @@ def test_run_carries_a_label_seen_on_one_kept_slice_by_nearest_neighbour():
     assert res.info["labels_carried_by_nearest"] == [2]
     assert any("label 2" in w and "nearest neighbour" in w for w in res.info["warnings"])
 
-
-def test_drop_unanchored_keeps_only_fragments_grown_from_a_known_label():
-    a = np.zeros((9, 10, 10), np.int16)
-    a[0:5, 2:4, 2:4] = 3          # runs from anchor slice 0 to anchor 4, where 3 is known: kept
-    a[6, 7:9, 7:9] = 3            # floats on slice 6 only: dropped
-    a[3:5, 7:9, 0:2] = 3          # crosses anchor 4, but 3 is not known there: dropped
-    a[5:7, 0:2, 6:8] = 300        # between anchors 4 and 8, touching neither: dropped
-    a[7:9, 0:2, 0:2] = 300        # overlaps the known 300 on anchor 8: kept
-    known = np.zeros_like(a)
-    known[0, 2:4, 2:4] = 3
-    known[4, 2:4, 2:4] = 3
-    known[8, 0:2, 0:2] = 300
-    b = L.drop_unanchored(a, known, [0, 4, 8])
-    np.testing.assert_array_equal(b[0:5, 2:4, 2:4], 3)
-    assert not (b[6] == 3).any() and not (b[3:5, 7:9, 0:2] == 3).any()
-    assert not (b[5:7, 0:2, 6:8] == 300).any()
-    np.testing.assert_array_equal(b[7:9, 0:2, 0:2], 300)
-    assert (a[6, 7:9, 7:9] == 3).all()        # the input is not modified
