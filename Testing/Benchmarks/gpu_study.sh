@@ -7,8 +7,8 @@
 #   - the mask-loss comparison on ct_aorta (L1 is the eval rows; L1 + Dice; binary CE);
 #   - sparse annotation (labels on every 3rd / 5th slice, the image on all) on two CTs.
 # Classical methods need no GPU; study_table.py merges their `medgs eval` reports with these.
-# Cases come from .dev/data: NIfTI copies cropped to (n-1)//12*12+1 slices, the protocol's
-# common length for k = 2, 3, 4, so that each k alone scores the same slices.
+# Cases come from .dev/data (made by make_gpu_data.py): NIfTI copies cropped to (n-1)//12*12+1
+# slices, the protocol's common length for k = 2, 3, 4, so that each k alone scores the same slices.
 set -uo pipefail
 out=$1; limit=${2:-420}
 mkdir -p "$out"
