@@ -213,7 +213,7 @@ class Trainer:
                 pred = out2.images.permute(0, 3, 1, 2)                       # [B, C, H, W]
                 ls = torch.zeros((), device=self.device)
                 if keep:
-                    tgt = self.masks[ch][:, fidx[keep]].permute(1, 0, 2, 3)
+                    tgt = self._mask_slices(ch, fidx[keep])
                     ls = ls + self._mask_loss(pred[:len(keep)], tgt)
                 if between is not None:
                     ls = ls + lc.seg_ibfr * self._mask_loss(pred[len(keep):], between[1](ch))
@@ -233,10 +233,11 @@ class Trainer:
         L, G = self.masks.shape[0], self.cfg.loss.seg_channels
         if G <= 0 or L <= G:
             return torch.arange(L, device=self.device)
-        present = [c for c in range(L) if any(self._present[c][f] for f in frames)]
+        present = {c for c in range(L) if any(self._present[c][f] for f in frames)}
         order = torch.randperm(L, generator=self.gen).tolist()
-        chosen = [c for c in order if c in set(present)][:G]
-        chosen += [c for c in order if c not in set(chosen)][: G - len(chosen)]
+        chosen = [c for c in order if c in present][:G]
+        taken = set(chosen)
+        chosen += [c for c in order if c not in taken][: G - len(chosen)]
         return torch.as_tensor(sorted(chosen), device=self.device)
 
     def _seg_between(self, n: int):
@@ -255,10 +256,13 @@ class Trainer:
         d = self.flow["seg"][pick.to(self.device)]
 
         def targets(ch):
-            ma = self.masks[ch][:, ia].permute(1, 0, 2, 3)
-            mb = self.masks[ch][:, ib].permute(1, 0, 2, 3)
-            return blend(ma, mb, d, alphas)
+            return blend(self._mask_slices(ch, ia), self._mask_slices(ch, ib), d, alphas)
         return t, targets
+
+    def _mask_slices(self, channels, frames):
+        """Masks of `channels` on `frames` as [frames, channels, H, W], gathering only those
+        (masks[ch][:, f] would first copy every frame of the chosen channels, each step)."""
+        return self.masks[channels[None, :], frames[:, None]]
 
     def _mask_loss(self, pred, target):
         """L1 (released code) plus the optional soft-Dice and binary cross-entropy terms."""
