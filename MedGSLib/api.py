@@ -78,10 +78,15 @@ def _resolves_to_cpu(device) -> bool:
 
 def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None, masks=None, mask_frames=None,
                       config: TrainConfig | None = None, pipeline: str | None = None, keep_known: bool = True,
-                      progress=None, cancel=None) -> InterpResult:
+                      slice_gap_px: float | None = None, progress=None, cancel=None) -> InterpResult:
     """Train on kept frames [F, H, W] (float32, ~[0, 1]) and render the dense stack.
 
-    masks [L, F, H, W] (one channel per label, 0/1) add label heads (joint pipeline).
+    masks [L, F, H, W] (one channel per label, 0/1) add label heads (joint pipeline); with
+    `mask_frames` only those frames are annotated. `slice_gap_px` is the gap between kept
+    frames in in-plane pixels (slice gap mm / pixel mm), the scale of the label heads' shape
+    targets; unknown, the output grid is taken as isotropic (the gap is one output step).
+    `info["label_support"]` lists the output slices where the labels are the user's (for
+    labels.decode(support=...)).
     """
     import torch
     from .interpolate import paste_known, render_positions, target_positions
@@ -100,7 +105,19 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     if pipeline is None:
         pipeline = "img" if masks is None else ("seg" if frames is None else "joint")
     t_frames = torch.from_numpy(np.clip(frames, 0, None).astype(np.float32)) if frames is not None else None
-    t_masks = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)) if masks is not None else None
+    targets = None
+    if masks is not None:
+        targets = np.ascontiguousarray(masks, dtype=np.float32)
+        if cfg.loss.seg_target == "shape":
+            from .label_shape import ramp_targets, ramp_tau
+            if slice_gap_px is None:
+                step = float(np.min(np.diff(positions))) if len(positions) > 1 else 1.0
+                slice_gap_px = 1.0 / max(step, 1e-6)
+            tau = cfg.loss.seg_ramp * ramp_tau(slice_gap_px, mask_frames)
+            targets = ramp_targets(targets, tau, mask_frames)
+        elif cfg.loss.seg_target != "mask":
+            raise InputError(f"unknown label target {cfg.loss.seg_target!r}: use 'mask' or 'shape'")
+    t_masks = torch.from_numpy(targets) if targets is not None else None
     trainer = Trainer(t_frames, cfg, masks=t_masks, mask_frames=mask_frames, pipeline=pipeline,
                       progress=progress, cancel=cancel)
     res = trainer.train()
@@ -115,15 +132,29 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
         p = render_positions(res.model, positions, F, H, W, trainer.renderer, "seg",
                              progress=progress, cancel=cancel)
         probs = np.clip(np.moveaxis(p, -1, 0), 0.0, 1.0)
-        if keep_known and mask_frames is None:
-            probs = np.stack([paste_known(probs[c], positions, masks[c].astype(np.float32))
-                              for c in range(probs.shape[0])])
+        support = _support_slices(positions, range(F) if mask_frames is None else mask_frames)
+        if keep_known:      # the annotated slices are the user's: put their targets back exactly
+            on_grid = [(i, f) for i, f in support.items() if abs(positions[i] - f) < 1e-6]
+            for i, f in on_grid:
+                probs[:, i] = targets[:, f]
     info = dict(res.info)
+    if masks is not None:
+        info["label_support"] = sorted(support)
     info.update({"render_seconds": time.perf_counter() - t1, "pipeline": pipeline,
                  "frames": [int(F), int(H), int(W)], "output_slices": int(len(positions))})
     if trainer.device.type == "cuda":
         info["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 30
     return InterpResult(image, probs, positions, info, res.model)
+
+
+def _support_slices(positions, annotated) -> dict:
+    """Output slice index -> annotated frame, for the output slice nearest each annotated frame."""
+    positions = np.asarray(positions, dtype=float)
+    out = {}
+    for f in annotated:
+        i = int(np.argmin(np.abs(positions - float(f))))
+        out.setdefault(i, int(f))
+    return out
 
 
 def interpolate(volume: Volume, *, factor: float | None = None, spacing: float | None = None, axis="auto",
@@ -202,7 +233,9 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     F = len(kept)
     from .interpolate import target_positions
     positions = target_positions(F, factor=None if ratio is not None else factor_used, spacing_ratio=ratio)
+    inplane = min(float(s) for a, s in enumerate(base.geometry.spacing) if a != image_axis)
     res = interpolate_array(frames, None, positions=positions, masks=masks, mask_frames=mask_frames, config=cfg,
+                            slice_gap_px=kept_gap / inplane,
                             progress=progress, cancel=cancel)
     gap_mm = kept_gap * (positions[1] - positions[0]) if len(positions) > 1 else kept_gap
     geom = base.geometry.with_axis_spacing(image_axis, gap_mm)   # kept[0] == 0: the origin stays
@@ -211,7 +244,9 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
         dense = norm.inverse(res.image, volume.array.dtype)
         out.volume = Volume(fr.from_frames(dense, image_axis), geom, "image")
     if res.probs is not None:
-        lab = lb.decode(res.probs, values)
+        lab = lb.decode(res.probs, values, support=res.info["label_support"])
+        # pieces removed by the support rule leave the probabilities too (meshes come from them)
+        res.probs[:, lab == 0] = np.minimum(res.probs[:, lab == 0], lb.DEFAULT_THRESHOLD - 1e-3)
         if carried:     # one kept slice: nothing to interpolate between, copy it to the nearest slices
             lab = lb.nearest_fill(larr, np.arange(F), positions, values=carried, base=lab)
         out.labels = Volume(fr.from_frames(lab, image_axis), geom, "labels", table)

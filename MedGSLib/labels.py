@@ -85,10 +85,14 @@ def _dtype_for_values(values: Iterable[int]) -> np.dtype:
     raise InputError(f"label values {lo}..{hi} do not fit in a 64-bit integer")
 
 
-def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_THRESHOLD, *,
+           support: Sequence[int] | None = None) -> np.ndarray:
     """Label map from per-label probabilities [L, ...]: argmax over channels, 0 where max < threshold.
 
     Ties go to the earlier channel. The output has the smallest integer dtype that holds the values.
+    With `support` (indices along axis 1 of a [L, n, H, W] stack: the annotated or kept slices),
+    pieces of a label that touch none of its voxels on those slices are background
+    (label_shape.supported). This is the one decoder: the pipeline and the evaluation use it.
     """
     probs = np.asarray(probs)
     values = [int(v) for v in values]
@@ -105,6 +109,9 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
     lut = np.asarray(values, dtype=dtype)
     out = lut[best]
     out[~(best_p >= threshold)] = 0  # written as "not >=" so NaN probabilities are background
+    if support is not None:
+        from .label_shape import supported
+        out[~supported(out, support)] = 0
     return out
 
 

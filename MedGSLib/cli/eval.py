@@ -10,7 +10,7 @@ import sys
 
 from ..errors import InputError, MedGSError
 
-_INTENSITY = ("medgs", "linear", "bspline", "nearest", "optflow")
+_INTENSITY = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
 _LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
 
 

@@ -55,7 +55,19 @@ def linear(kept: np.ndarray, k: int, spacing=None) -> np.ndarray:
 
 def bspline(kept: np.ndarray, k: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Cubic B-spline: SimpleITK sitkBSpline resampling from the sparse grid (gap k*dz) onto the full grid."""
-    sitk = need_module("SimpleITK", "SimpleITK", "the bspline baseline")
+    return _sitk_resample(kept, k, spacing, "sitkBSpline", "the bspline baseline")
+
+
+def lanczos(kept: np.ndarray, k: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Lanczos windowed sinc: SimpleITK sitkLanczosWindowedSinc from the sparse grid onto the full grid.
+
+    The sharpest classical resampler; on thick-slice CT it can beat every other classical method.
+    """
+    return _sitk_resample(kept, k, spacing, "sitkLanczosWindowedSinc", "the lanczos baseline")
+
+
+def _sitk_resample(kept: np.ndarray, k: int, spacing, interpolator: str, what: str) -> np.ndarray:
+    sitk = need_module("SimpleITK", "SimpleITK", what)
 
     kept = _check(kept, k)
     dz, dy, dx = (float(s) for s in spacing)
@@ -64,9 +76,9 @@ def bspline(kept: np.ndarray, k: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     n_full = (kept.shape[0] - 1) * k + 1
     reference = sitk.Image([kept.shape[2], kept.shape[1], n_full], sitk.sitkFloat32)
     reference.SetSpacing((dx, dy, dz))
-    out = sitk.Resample(sparse, reference, sitk.Transform(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+    out = sitk.Resample(sparse, reference, sitk.Transform(), getattr(sitk, interpolator), 0.0, sitk.sitkFloat32)
     full = sitk.GetArrayFromImage(out)
-    # The spline interpolates its samples up to float rounding; put the kept slices back
+    # Both interpolate their samples up to float rounding; put the kept slices back
     # bit-exactly so no method gains or loses on slices that are never scored anyway.
     full[::k] = kept
     return full
@@ -114,5 +126,6 @@ INTENSITY_BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "nearest": nearest,
     "linear": linear,
     "bspline": bspline,
+    "lanczos": lanczos,
     "optflow": optical_flow,
 }

@@ -9,7 +9,7 @@ from ..errors import InputError
 from .report import check_output_dir, write_report
 from .run import evaluate
 
-DEFAULT_METHODS = ("medgs", "linear", "bspline", "nearest", "optflow")
+DEFAULT_METHODS = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
 DEFAULT_LABEL_METHODS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
 
 

@@ -13,7 +13,7 @@ _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 _MEDGS_COLOUR = (40, 39, 214)       # red (BGR), for MedGS only
 # One fixed colour (BGR) per method, so a method looks the same in every chart.
 _METHOD_COLOURS = {
-    "linear": (180, 119, 31), "bspline": (14, 127, 255), "nearest": (44, 160, 44),
+    "linear": (180, 119, 31), "bspline": (14, 127, 255), "lanczos": (148, 103, 189), "nearest": (44, 160, 44),
     "optflow": (189, 103, 148), "shape-linear": (75, 86, 140), "shape-cubic": (194, 119, 227),
     "contour": (127, 127, 127), "medgs": _MEDGS_COLOUR,
 }

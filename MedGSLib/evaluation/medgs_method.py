@@ -3,7 +3,8 @@
 The method sees exactly what the baselines see: the kept slices (and kept label slices) and
 the factor k. Intensities go to [0, 1] with the engine's robust normaliser fitted on the kept
 slices only (fitting on the full volume would leak held-out information), and come back in
-the original units; labels come back by argmax with 0.5 as the background level.
+the original units; labels come back through the product's own decoder (labels.decode, with
+the kept slices as the support of every label).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class MedGSOutput:
 
 def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None,
               label_values=None, preset: str = "fast", device: str = "auto", robust: bool = False,
-              progress=None, cancel=None, overrides=()) -> MedGSOutput:
+              progress=None, cancel=None, overrides=(), spacing=None) -> MedGSOutput:
     """Train MedGS on the kept slices [F, H, W] and render the full grid for factor k.
 
     `robust=False` (default) maps the kept slices' own min and max to [0, 1]; `robust=True`
@@ -50,7 +51,10 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
     from ..config import apply_overrides
 
     config = apply_overrides(api.default_config(preset, device), overrides)
-    result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel)
+    # the label heads' shape targets are scaled by the kept-slice gap in in-plane pixels
+    gap_px = None if spacing is None else int(k) * float(spacing[0]) / min(float(spacing[1]), float(spacing[2]))
+    result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel,
+                                   slice_gap_px=gap_px)
     image = np.asarray(result.image, dtype=np.float32)
     expected = ((kept.shape[0] - 1) * k + 1,) + kept.shape[1:]
     if image.shape != expected:
@@ -66,17 +70,10 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
                     f"MedGS returned label probabilities of shape {getattr(probs, 'shape', None)}, "
                     f"expected {(len(values),) + expected}"
                 )
-            labels = _decode(np.asarray(probs), values, kept_labels.dtype)
+            from ..labels import decode
+            labels = decode(np.asarray(probs), values, support=result.info["label_support"])
+            labels = labels.astype(kept_labels.dtype)
     info = dict(getattr(result, "info", {}) or {})
     info["normalizer"] = {"lo": norm.lo, "hi": norm.hi}
     return MedGSOutput(image=image, labels=labels, info=info)
 
-
-def _decode(probs: np.ndarray, values: list[int], dtype) -> np.ndarray:
-    """argmax over label channels, background where no channel exceeds 0.5 (as the linear baseline)."""
-    best = np.argmax(probs, axis=0)
-    best_p = np.take_along_axis(probs, best[None], axis=0)[0]
-    lut = np.asarray(values, dtype=dtype)
-    out = lut[best]
-    out[~(best_p > 0.5)] = 0
-    return out

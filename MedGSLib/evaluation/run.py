@@ -20,9 +20,9 @@ from ..geometry import Volume
 from . import metrics, protocol
 from .errors import UnknownMethodError
 
-INTENSITY_METHODS = ("medgs", "linear", "bspline", "nearest", "optflow")
+INTENSITY_METHODS = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
 LABEL_METHODS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
-CLASSICAL_INTENSITY = ("linear", "bspline", "nearest", "optflow")
+CLASSICAL_INTENSITY = ("linear", "bspline", "lanczos", "nearest", "optflow")
 CLASSICAL_LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour")
 
 # Which direction is better, per reported metric.
@@ -174,7 +174,7 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
                 want_labels = truth_labels is not None and "medgs" in label_methods
                 out, seconds = _run_medgs(truth, truth_labels if want_labels else None, values, k,
                                           kept_idx, preset, device, _inner_progress(bar, progress), cancel,
-                                          overrides)
+                                          overrides, spacing)
                 medgs_info[str(k)] = out.info
                 if not label_task:
                     rows.append(_image_row(out.image, truth, heldout, value_range, "medgs", k, seconds))
@@ -269,13 +269,15 @@ def _inner_progress(bar, progress):
     return callback
 
 
-def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel, overrides=()):
+def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel, overrides=(),
+               spacing=None):
     from .medgs_method import run_medgs
 
     kept_labels = truth_labels[kept_idx] if truth_labels is not None else None
     t0 = time.perf_counter()
     out = run_medgs(truth[kept_idx], k, kept_labels=kept_labels, label_values=values or None,
-                    preset=preset, device=device, progress=progress, cancel=cancel, overrides=overrides)
+                    preset=preset, device=device, progress=progress, cancel=cancel, overrides=overrides,
+                    spacing=spacing)
     return out, time.perf_counter() - t0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 CASES = ("ct_abdomen3mm", "ct_aorta", "mr_brainfs", "mr_tumor1")
 KS = (2, 3, 4)
-CLASSICAL_IMAGE = ("linear", "bspline", "nearest", "optflow")
+CLASSICAL_IMAGE = ("linear", "bspline", "lanczos", "nearest", "optflow")
 CLASSICAL_LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour")
 
 
