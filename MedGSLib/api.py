@@ -118,14 +118,22 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
         elif cfg.loss.seg_target != "mask":
             raise InputError(f"unknown label target {cfg.loss.seg_target!r}: use 'mask' or 'shape'")
     t_masks = torch.from_numpy(targets) if targets is not None else None
+    holdout = []
+    if cfg.schedule.self_check and frames is not None and pipeline in ("img", "joint"):
+        from .selfcheck import pick_validation
+        holdout = pick_validation(F, mask_frames)
     trainer = Trainer(t_frames, cfg, masks=t_masks, mask_frames=mask_frames, pipeline=pipeline,
-                      progress=progress, cancel=cancel)
+                      progress=progress, cancel=cancel, holdout=holdout)
     res = trainer.train()
     t1 = time.perf_counter()
     image = probs = None
     if frames is not None:
         image = render_positions(res.model, positions, F, H, W, trainer.renderer, "image",
                                  progress=progress, cancel=cancel)
+        if trainer.selfcheck is not None:     # what the validation chose: model, a mix, or linear
+            from .selfcheck import deliver
+            fields = trainer.flow.get("image") if trainer.flow else None
+            image = deliver(image, positions, np.clip(frames, 0, None).astype(np.float32), trainer.selfcheck, fields)
         if keep_known:
             image = paste_known(image, positions, frames.astype(np.float32))
     if masks is not None:

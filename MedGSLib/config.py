@@ -62,6 +62,9 @@ class ScheduleConfig:
     window: bool = True             # True: consecutive window (paper); False: random frames
     early_stop_db: float = 0.0      # >0: stop when training PSNR gains less than this per check
     early_stop_from: float = 0.7    # ...but never before this fraction of the schedule
+    # self-validation (selfcheck.py): hold out a few kept frames, stop and choose on them, fold
+    # them back in; reports the estimated gain over linear interpolation
+    self_check: bool = False
 
     def at(self, fraction: float) -> int:
         """Iteration number of a milestone given as a fraction of the schedule."""
@@ -157,6 +160,7 @@ def fast_preset() -> TrainConfig:
     cfg.schedule.opacity_reset_every = 10.0   # no resets in a short schedule
     cfg.schedule.big_prune_from = 0.2
     cfg.schedule.early_stop_db = 0.02
+    cfg.schedule.self_check = True
     cfg.optim.xyz = 4e-4
     cfg.optim.xyz_final = 4e-6
     cfg.optim.color = 0.01

@@ -27,7 +27,8 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, frames, config: TrainConfig, *, masks=None, mask_frames=None, pipeline: str = "img",
-                 model=None, progress=None, cancel=None, device=None, renderer=None, renderer_reason=""):
+                 model=None, progress=None, cancel=None, device=None, renderer=None, renderer_reason="",
+                 holdout=()):
         import torch
         from .render.base import resolve_device, select_renderer
         if pipeline not in PIPELINES:
@@ -49,6 +50,16 @@ class Trainer:
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
         self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
+        # self-validation (selfcheck.py): frames kept out of training until `_fold_in`
+        self.holdout = sorted(int(i) for i in holdout)
+        if self.holdout and (self.frames is None or pipeline == "seg_head_only"):
+            raise InputError("self-validation needs the image head: hold out frames only with images")
+        if self.holdout and (self.holdout[0] < 1 or self.holdout[-1] > self.F - 2):
+            raise InputError(f"validation frames must be interior frames, got {self.holdout}")
+        self._all_mask_frames = set(self.mask_frames)
+        self.mask_frames -= set(self.holdout)
+        self._active = [f for f in range(self.F) if f not in set(self.holdout)]
+        self.selfcheck: dict | None = None
         from .model import frame_times
         self.times = frame_times(self.F).to(self.device)
         self.progress = progress
@@ -64,7 +75,7 @@ class Trainer:
         self.model = model if model is not None else self._init_model()
         if self.masks is not None and not self.model.has_seg:
             init = None
-            if model is None and config.model.init == "pixels":
+            if model is None and config.model.init == "pixels":   # held-out frames are not in mask_frames
                 init = self.model.seg_colors_from_masks(self.masks, self.mask_frames)
             self.model.add_seg_head(self.masks.shape[0], init=init)
         self._build_optimizer()
@@ -102,10 +113,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _init_model(self):
+        import torch
         from .model import FoldedGaussians
         mc = self.cfg.model
         if mc.init == "pixels":
             src = self.frames if self.frames is not None else self.masks.amax(0)
+            if self.holdout:    # no pixel of a held-out frame may reach the model: its neighbours' mean
+                src = src.clone()
+                h = torch.as_tensor(self.holdout, device=src.device)
+                src[h] = 0.5 * (src[h - 1] + src[h + 1])
             n = mc.num_points
             return FoldedGaussians.init_pixels(src, n, mc.poly_degree, mc.init_opacity, self.gen, self.device)
         if mc.init == "random":
@@ -144,14 +160,25 @@ class Trainer:
         import torch
         sc = self.cfg.schedule
         F = self.F
+        if not self.holdout:
+            if sc.window:
+                k = int(torch.randint(0, F, (1,), generator=self.gen))
+                frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F]
+                pairs = [(i, i + 1) for i in (k - 1, k) if 0 <= i and i + 1 < F]
+            else:
+                n = min(sc.frames_per_step, F)
+                frames = sorted(torch.randperm(F, generator=self.gen)[:n].tolist())
+                pairs = [(i, i + 1) for i in frames if i + 1 < F]
+            return frames, pairs
+        # validation frames held out: draw from the others; no in-between pair may touch them
+        act, out = self._active, set(self.holdout)
         if sc.window:
-            k = int(torch.randint(0, F, (1,), generator=self.gen))
-            frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F]
-            pairs = [(i, i + 1) for i in (k - 1, k) if 0 <= i and i + 1 < F]
+            k = act[int(torch.randint(0, len(act), (1,), generator=self.gen))]
+            frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F and i not in out]
         else:
-            n = min(sc.frames_per_step, F)
-            frames = sorted(torch.randperm(F, generator=self.gen)[:n].tolist())
-            pairs = [(i, i + 1) for i in frames if i + 1 < F]
+            n = min(sc.frames_per_step, len(act))
+            frames = sorted(act[int(i)] for i in torch.randperm(len(act), generator=self.gen)[:n])
+        pairs = [(i, i + 1) for i in frames if i + 1 < F and i + 1 not in out]
         return frames, pairs
 
     def _loss_terms(self, frames, pairs, use_ibfr, use_sigma):
@@ -246,8 +273,11 @@ class Trainer:
         from .flow import blend
         lc = self.cfg.loss
         pairs = self.flow["seg_pairs"]
-        n = min(len(pairs), max(1, n))
-        pick = torch.randperm(len(pairs), generator=self.gen)[:n]
+        allowed = [j for j, (a, b) in enumerate(pairs) if a in self.mask_frames and b in self.mask_frames]
+        if not allowed:
+            return None
+        n = min(len(allowed), max(1, n))
+        pick = torch.as_tensor(allowed)[torch.randperm(len(allowed), generator=self.gen)[:n]]
         lo, hi = lc.ibfr_alpha
         alphas = (lo + (hi - lo) * torch.rand(n, generator=self.gen)).to(self.device)
         ia = torch.as_tensor([pairs[int(j)][0] for j in pick], device=self.device)
@@ -299,6 +329,10 @@ class Trainer:
         isects = 0
         stopped_early = False
         report_every = max(1, iters // 100)
+        # self-validation: check the held-out frames every `check_every` steps from `val_from`;
+        # fold them in when their PSNR stops rising or at `fold_at`, then train a quarter more
+        val_from, fold_at = max(3 * check_every, int(0.3 * iters)), int(0.8 * iters)
+        val_best, val_stale = -math.inf, 0
         while self.step < iters:
             if self.cancel is not None and self.cancel():
                 raise CancelledError("training was cancelled")
@@ -342,6 +376,19 @@ class Trainer:
                 psnr_window.append(psnr(stats["img"].clamp(0, 1), stats["gt"]))
             if step % report_every == 0 or step == iters:
                 self._emit_progress(step, iters, float(loss.detach()), psnr_window[-1] if psnr_window else None, t0)
+            if self.holdout:
+                if step >= fold_at:
+                    iters = self._fold_in(step, iters)
+                elif step % check_every == 0 and step >= val_from:
+                    cur = self._validation_psnr()
+                    val_stale = 0 if cur > val_best + sc.early_stop_db else val_stale + 1
+                    val_best = max(val_best, cur)
+                    if val_stale >= 2:
+                        self._emit_log(f"validation PSNR converged at step {step} ({cur:.2f} dB)")
+                        iters = self._fold_in(step, iters)
+                continue
+            if self.selfcheck is not None:
+                continue        # the validation decided when to stop
             if sc.early_stop_db > 0 and step % check_every == 0 and step >= sc.at(sc.early_stop_from) and psnr_window:
                 cur = sum(psnr_window[-5:]) / len(psnr_window[-5:])
                 if last_check is not None and cur - last_check < sc.early_stop_db:
@@ -350,13 +397,65 @@ class Trainer:
                     break
                 last_check = cur
         elapsed = time.perf_counter() - t0
-        info = {"iterations_run": self.step, "iterations_planned": iters, "stopped_early": stopped_early,
+        stopped_early = stopped_early or self.step < sc.iterations
+        info = {"iterations_run": self.step, "iterations_planned": sc.iterations, "stopped_early": stopped_early,
                 "train_seconds": elapsed, "gaussians": self.model.n, "renderer": self.renderer.name,
                 "renderer_reason": self.renderer_reason, "device": str(self.device),
                 "train_psnr": psnr_window[-1] if psnr_window else None,
-                "n_isects_per_step": isects / max(1, self.step),
+                "n_isects_per_step": isects / max(1, self.step), "self_check": self.selfcheck,
                 "pair_throughput": isects * self.renderer.tile_size ** 2 / max(elapsed, 1e-9)}
         return TrainResult(self.model, info)
+
+    # ------------------------------------------------------------------ self-validation
+    def _render_at(self, frames, head="image"):
+        import torch
+        t = self.times[torch.as_tensor(frames, device=self.device)]
+        with torch.no_grad():
+            if head == "image":
+                return self.renderer.render(self.model.condition(t, self.H, self.W, "image")).images[..., 0]
+            ch = torch.arange(self.model.n_labels, device=self.device)
+            return self.renderer.render(self.model.condition(t, self.H, self.W, "seg", self.model.active_pairs(t),
+                                                             ch)).images.permute(0, 3, 1, 2)
+
+    def _validation_psnr(self) -> float:
+        from .selfcheck import psnr
+        pred = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
+        return psnr(pred, self.frames[self.holdout].cpu().numpy())
+
+    def _fold_in(self, step: int, iters: int) -> int:
+        """Score the held-out frames, record the choice, give them back to training.
+
+        Returns the new iteration count: a quarter more than the steps run so far (at most the plan).
+        """
+        import torch
+        from . import selfcheck
+        h = torch.as_tensor(self.holdout, device=self.device)
+        truth = self.frames[h].cpu().numpy()
+        a, b = self.frames[h - 1], self.frames[h + 1]
+        linear = (0.5 * (a + b)).cpu().numpy()
+        blend = None
+        if self.flow is not None and "image" in self.flow:
+            from . import flow
+            d = flow.estimate(self.frames, pairs=[(j - 1, j + 1) for j in self.holdout])
+            blend = flow.blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
+            blend = blend.clamp(0, 1).cpu().numpy()
+        model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
+        rec = selfcheck.choose(model, blend, linear, truth)
+        rec.update({"frames": list(self.holdout), "step": step})
+        if self.masks is not None and set(self.holdout) <= self._all_mask_frames:
+            from .labels import decode
+            vals = list(range(1, self.masks.shape[0] + 1))
+            tm = self.masks[:, h].cpu().numpy()
+            lin = 0.5 * (self.masks[:, h - 1] + self.masks[:, h + 1]).cpu().numpy()
+            pm = self._render_at(self.holdout, "seg").clamp(0, 1).transpose(0, 1).cpu().numpy()
+            rec.update(selfcheck.dice_gain(decode(pm, vals), decode(lin, vals), decode(tm, vals)))
+        self.selfcheck = rec
+        self._emit_log(f"self-check on {len(h)} held-out kept slices: MedGS {rec['model_gain_db']:+.2f} dB over "
+                       f"linear; delivering {rec['choice']} ({rec['gain_db']:+.2f} dB)")
+        self.holdout = []
+        self._active = list(range(self.F))
+        self.mask_frames = set(self._all_mask_frames)
+        return min(iters, step + max(1, int(math.ceil(0.25 * step))))
 
     def _emit_progress(self, step, total, loss, train_psnr, t0):
         if self.progress is None:

@@ -1,0 +1,114 @@
+"""Self-validation: the run measures its own gain on kept slices it has not trained on.
+
+No ground truth exists in a real run, but the kept slices are truth. A few interior kept frames
+are held out of training for most of the schedule (`pick_validation`); on them the trainer
+- stops when their PSNR stops rising (early stop on validation, not on training PSNR),
+- scores the model against what a user already has between the same neighbours (linear
+  interpolation) and against MedGS's own motion-compensated blend (flow.py), and
+- chooses what the user gets: the model, a mix of model and blend, or linear interpolation
+  (with a warning) when the run itself measured the model as worse (`choose`).
+Then the held-out frames are folded back in for the rest of training, so the delivered model
+has seen every kept slice. The estimate is at twice the kept gap (a held-out frame's
+neighbours are two gaps apart); how well it predicts the true gain is measured in the study.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_FRAMES = 5          # fewer kept frames: too few to spare any
+EVERY = 6               # one held-out frame per this many kept frames
+MIXES = (1.0, 0.75, 0.5, 0.25, 0.0)     # weight of the model in model/blend mixes
+
+
+def pick_validation(n_frames: int, annotated: Sequence[int] | None = None) -> list[int]:
+    """Interior frames to hold out: evenly spread, never adjacent, never the first or last.
+
+    With a sparse annotation (`annotated` given) the held-out frames are chosen among the
+    frames without labels, so that no annotated slice is taken from the label heads.
+    """
+    if n_frames < MIN_FRAMES:
+        return []
+    n_val = max(1, (n_frames - 2) // EVERY)
+    cand = np.linspace(1, n_frames - 2, n_val + 2)[1:-1] if n_val > 1 else np.array([(n_frames - 1) / 2])
+    picked: list[int] = []
+    avoid = set(int(a) for a in annotated) if annotated is not None else set()
+    for c in cand:
+        j = int(round(float(c)))
+        for cand_j in (j, j + 1, j - 1, j + 2, j - 2):
+            if 1 <= cand_j <= n_frames - 2 and cand_j not in avoid and all(abs(cand_j - p) > 1 for p in picked):
+                picked.append(cand_j)
+                break
+    return sorted(picked)
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pooled PSNR on [0, 1] data (the evaluation protocol's definition)."""
+    mse = float(np.mean((np.clip(pred, 0, 1) - np.clip(truth, 0, 1)) ** 2))
+    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+
+
+def choose(model: np.ndarray, blend: np.ndarray | None, linear: np.ndarray, truth: np.ndarray) -> dict:
+    """Pick what the user gets from validation frames [V, H, W] (all in [0, 1]).
+
+    Candidates: the model mixed with the motion-compensated blend at the weights MIXES (1.0 is
+    the model alone), and linear interpolation. Returns the record written to run.json:
+    the PSNR of each candidate, the choice and the estimated gains over linear in dB.
+    """
+    scores = {"linear": psnr(linear, truth)}
+    mixes = MIXES if blend is not None else (1.0,)
+    for w in mixes:
+        scores[f"model_{w:g}"] = psnr(model if w == 1.0 or blend is None else w * model + (1 - w) * blend, truth)
+    if blend is not None:
+        scores["blend"] = scores.pop("model_0")
+    best = max(scores, key=lambda k: scores[k])
+    weight = 0.0 if best == "blend" else (None if best == "linear" else float(best.split("_")[1]))
+    return {"psnr": scores, "choice": best, "model_weight": weight,
+            "model_gain_db": scores["model_1"] - scores["linear"],
+            "gain_db": scores[best] - scores["linear"]}
+
+
+def dice_gain(model_labels: np.ndarray, linear_labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Mean Dice over the labels present on the validation frames, model and linear."""
+    values = [int(v) for v in np.unique(truth) if v != 0]
+    if not values:
+        return {}
+
+    def dice(pred):
+        out = []
+        for v in values:
+            a, b = pred == v, truth == v
+            out.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+        return float(np.mean(out))
+    dm, dl = dice(model_labels), dice(linear_labels)
+    return {"dice_model": dm, "dice_linear": dl, "dice_gain": dm - dl}
+
+
+def deliver(image: np.ndarray, positions: np.ndarray, frames: np.ndarray, record: dict, fields=None) -> np.ndarray:
+    """The rendered stack [n, H, W] turned into the validated choice, in place.
+
+    `positions` are in kept-frame units; `frames` [F, H, W] the kept frames in [0, 1]; `fields`
+    the trainer's half-way motion fields of consecutive frames [F-1, 2, H, W] (torch), needed
+    when the choice mixes in the motion-compensated blend. Kept positions are left alone.
+    """
+    w = record.get("model_weight", 1.0)
+    if w == 1.0:
+        return image
+    F = frames.shape[0]
+    for n, p in enumerate(np.asarray(positions, dtype=float)):
+        i = min(int(np.floor(p)), F - 2)
+        a = p - i
+        if a < 1e-6 or a > 1 - 1e-6:
+            continue
+        if w is None:           # linear interpolation won the validation
+            image[n] = (1 - a) * frames[i] + a * frames[i + 1]
+            continue
+        import torch
+        from .flow import blend
+        d = fields[i:i + 1]
+        fa = torch.as_tensor(frames[i], device=d.device)[None, None]
+        fb = torch.as_tensor(frames[i + 1], device=d.device)[None, None]
+        bl = blend(fa, fb, d, torch.full((1,), float(a), device=d.device))[0, 0].cpu().numpy()
+        image[n] = w * image[n] + (1 - w) * bl
+    return image
