@@ -18,9 +18,9 @@ import contextvars
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import InputError, MedGSError
 

@@ -30,8 +30,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import MedGSError, OutputError, OutputExistsError
 
@@ -124,7 +124,7 @@ class OutputSet:
         self._in_place = False
 
     # ------------------------------------------------------------ checks before training
-    def prepare(self, names: Iterable[str] = ()) -> "OutputSet":
+    def prepare(self, names: Iterable[str] = ()) -> OutputSet:
         """Fail now, not after training: OUTDIR must be (or become) a writable folder and, without
         overwrite, hold none of `names`. Also cleans leftovers of killed runs."""
         dest = self.dest
