@@ -121,6 +121,7 @@ class CancelFlag:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            log.warning("cancel requested: %s", reason)   # worker.log: why the run stopped
 
     def __call__(self) -> bool:
         if self._event.is_set():
