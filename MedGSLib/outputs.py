@@ -117,7 +117,8 @@ class OutputSet:
     """
 
     def __init__(self, dest: str | os.PathLike, *, overwrite: bool = False):
-        self.dest = Path(dest).expanduser().absolute()
+        dest = Path(dest).expanduser().absolute()
+        self.dest = dest.resolve() if dest.is_symlink() else dest   # swap the folder, not the link
         self.overwrite = overwrite
         self.stage: Path | None = None
         self._created: list[Path] = []    # parents made for a new OUTDIR, removed again on failure
@@ -137,8 +138,10 @@ class OutputSet:
             raise OutputError(f"cannot create the output folder {dest}: {folder} is a file, not a folder")
         self._recover()
         probe_in = folder if folder != dest else dest.parent
-        if dest.exists() and os.stat(dest).st_dev != os.stat(dest.parent).st_dev:
-            self._in_place, probe_in = True, dest   # OUTDIR is a mount point: stage inside it
+        if dest.exists() and (os.stat(dest).st_dev != os.stat(dest.parent).st_dev or _holds_cwd(dest)):
+            # a mount point cannot be swapped; nor the current folder (`-o .`): the shell would be
+            # left in the deleted previous folder. Stage inside it and move the entries in.
+            self._in_place, probe_in = True, dest
         for where in {probe_in, folder}:
             try:
                 fd, probe = tempfile.mkstemp(prefix=".medgs-write-probe-", dir=where)
@@ -325,6 +328,14 @@ class OutputSet:
                 elif place == dest and _is_dead_temp(entry.name):
                     log.info("removing %s (left by a killed run)", entry)
                     _remove(entry)
+
+
+def _holds_cwd(folder: Path) -> bool:
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        return False
+    return cwd == folder.resolve() or folder.resolve() in cwd.parents
 
 
 def _is_dead_temp(name: str) -> bool:

@@ -374,6 +374,29 @@ def test_sets_commit_with_two_renames_where_there_is_no_exchange(tmp_path, monke
     assert (out / "run.json").read_text() == "new" and (out / "keep.txt").read_bytes() == KEEP
 
 
+@pytest.mark.parametrize("where", ["cwd", "mount_point"])
+def test_outdir_that_cannot_be_swapped_gets_its_entries_moved_in(tmp_path, monkeypatch, where):
+    """`-o .` (the shell would be left in the deleted old folder) and a mount point (no rename
+    across file systems): the set is staged inside OUTDIR and moved in entry by entry."""
+    ctx = tmpfs(tmp_path / "disk", "1m") if where == "mount_point" else contextlib.nullcontext(tmp_path / "o")
+    with ctx as out:
+        out.mkdir(exist_ok=True)
+        (out / "keep.txt").write_bytes(KEEP)
+        (out / "meshes").mkdir()
+        (out / "meshes" / "old.vtk").write_text("stale")
+        (out / "run.json").write_text("old")
+        if where == "cwd":
+            monkeypatch.chdir(out)
+        s = outputs.OutputSet(out, overwrite=True).prepare(["run.json", "meshes"])
+        with s.writing() as stage:
+            assert stage.parent == out
+            (stage / "meshes").mkdir()
+            (stage / "meshes" / "new.vtk").write_text("new")
+            (stage / "run.json").write_text("new")
+        assert sorted(os.listdir(out)) == ["keep.txt", "meshes", "run.json"]
+        assert os.listdir(out / "meshes") == ["new.vtk"] and (out / "run.json").read_text() == "new"
+
+
 KILL_WHILE_WRITING = """
 import os, signal, sys
 from pathlib import Path
