@@ -8,7 +8,11 @@ and the qform the way ITK does, so both back ends agree on one file.
 Every problem with a file raises `InputError` (or `OutputExistsError`) with one sentence that
 names the file. Writes are atomic: the data goes to a temporary file in the target folder and
 is moved into place with `os.replace`, so an interrupted or failed write never leaves a
-half-written volume under the final name.
+half-written volume under the final name; an OSError there (full disk, read-only mount) is an
+`OutputError` naming the file. The engine's JSON (run.json, the worker protocol, eval reports)
+goes through `json_safe`/`dumps_json`/`write_json` (strict JSON: NaN -> null), and its torch
+checkpoints through `save_torch` (atomic) and `load_torch` (`weights_only=True`). A whole run's
+outputs are written as one set by outputs.py on top of these.
 """
 from __future__ import annotations
 
