@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -290,80 +289,193 @@ def environment() -> dict:
     return env
 
 
+DEFAULT_MAX_OUTPUT_GB = 4.0
+
+
 def run_to_files(input_path, out_dir, *, labels_path=None, factor=None, spacing=None, axis="auto", keep_every=1,
                  config: TrainConfig | None = None, preset: str = "fast", device: str = "auto", seed: int = 0,
                  iterations: int | None = None, outputs=("volume", "labels", "meshes"), mesh_format: str = "vtk",
                  mesh_options=None, annotated_slices=None, color_table=None, probabilities: bool = False,
-                 overwrite: bool = False, options_record: dict | None = None, progress=None,
-                 cancel=None) -> RunResult:
-    """Read, run, write OUTDIR/volume.<ext>, labels.<ext>, meshes/<name>.<fmt>, run.json.
+                 overwrite: bool = False, max_output_gb: float = DEFAULT_MAX_OUTPUT_GB, resume: bool = False,
+                 checkpoint_every: int = 0, checkpoint_minutes: float = 5.0, options_record: dict | None = None,
+                 progress=None, cancel=None) -> RunResult:
+    """Read, run, write OUTDIR/volume.<ext>, labels.<ext>, probabilities/, meshes/<name>.<fmt>, run.json.
 
-    Every output path is checked before training so that a long run never ends on an
-    unwritable file; every write is atomic.
+    Before training: OUTDIR is checked (a folder that can be written, no earlier outputs unless
+    `overwrite`), the output size is bounded by `max_output_gb` and checked against the free
+    space. The outputs are written as one set (outputs.OutputSet): they appear whole or not at
+    all, and `overwrite` replaces the whole previous set. Training state is saved atomically
+    every `checkpoint_every` iterations (0: time only) or `checkpoint_minutes` beside OUTDIR
+    (`.<OUTDIR name>.medgs-checkpoint.pth`); `resume=True` continues a killed run from it, with
+    the same result as an uninterrupted run. The checkpoint is removed once the outputs are in place.
     """
     from . import io
     from . import mesh as ms
+    from .checkpoints import Checkpointing, active, file_fingerprint
+    from .outputs import OutputSet
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    if outputs is None or isinstance(outputs, str) or not all(o in _OUTPUT_KINDS for o in outputs):
+        raise InputError(f"outputs must be a list of {', '.join(_OUTPUT_KINDS)}, got {outputs!r}")
+    step = _positive_int(keep_every, "keep_every")
+    out_set = OutputSet(out_dir, overwrite=overwrite)
     volume = io.read_volume(input_path, "image") if input_path is not None else None
     labels = io.read_volume(labels_path, "labels") if labels_path is not None else None
+    base = volume if volume is not None else labels
+    if base is None:
+        raise InputError("give an intensity volume, a label map or both")
     ref_path = Path(input_path if input_path is not None else labels_path)
     ext = io.output_extension(ref_path)
     if ext == ".seg.nrrd":
         ext = ".nrrd"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vol_path, lab_path, json_path = out_dir / f"volume{ext}", out_dir / f"labels{ext}", out_dir / "run.json"
-    if volume is not None and "volume" in outputs:
-        io.check_writable(vol_path, overwrite)
-    if labels is not None and "labels" in outputs:
-        io.check_writable(lab_path, overwrite)
-    io.check_writable(json_path, overwrite, volume_format=False)
+    want = {"volume": volume is not None and "volume" in outputs, "labels": labels is not None and "labels" in outputs,
+            "meshes": labels is not None and "meshes" in outputs, "probabilities": labels is not None and probabilities}
+    names = [n for n, on in (("volume" + ext, want["volume"]), ("labels" + ext, want["labels"]),
+                             ("meshes", want["meshes"]), ("probabilities", want["probabilities"])) if on]
+    out_set.prepare(names + ["run.json"])
+    for n in names:
+        if n.endswith(ext):
+            io.check_writable(out_set.dest / n, overwrite=True)     # a writer for the format exists
     cfg = config or default_config(preset, device, seed=seed, iterations=iterations)
+    _check_training_config(cfg)
+    n_out, plane = _planned_output(base, factor, spacing, axis, step)
+    estimate = _estimate_output_bytes(volume if want["volume"] else None, labels, n_out, plane,
+                                      want["labels"], want["probabilities"])
+    limit = float(max_output_gb)
+    if not (limit > 0):
+        raise InputError(f"max_output_gb must be positive, got {max_output_gb}")
+    if estimate > limit * 1e9:
+        what = f"factor {factor:g}" if factor is not None else (f"spacing {spacing:g} mm" if spacing is not None
+                                                                 else f"keep-every {step}")
+        raise InputError(f"{what} would make {n_out:,} slices of {plane[0]} x {plane[1]}: {estimate / 1e9:.2f} GB "
+                         f"of output, above the {limit:g} GB limit (raise it with --max-output-gb)")
+    out_set.check_space(estimate)
     t_load = time.perf_counter() - t0
     mopts = mesh_options or ms.MeshOptions(format=mesh_format)
-    res = run(volume, labels=labels, factor=factor, spacing=spacing, axis=axis, keep_every=keep_every, config=cfg,
-              annotated_slices=annotated_slices, meshes=labels is not None and "meshes" in outputs,
-              mesh_options=mopts, color_table=color_table, probabilities=probabilities, progress=progress,
-              cancel=cancel)
+    ckpt_path = out_set.dest.parent / f".{out_set.dest.name}.medgs-checkpoint.pth"
+    fingerprint = {"input": file_fingerprint(input_path), "labels": file_fingerprint(labels_path),
+                   "factor": factor, "spacing": spacing, "axis": str(axis), "keep_every": step,
+                   "annotated_slices": annotated_slices if isinstance(annotated_slices, (str, type(None)))
+                   else [int(i) for i in annotated_slices], "config": cfg.to_dict()}
+    ckpt = Checkpointing(ckpt_path, fingerprint, resume=resume, every_iterations=_nonneg_int(checkpoint_every,
+                         "checkpoint_every"), every_seconds=60.0 * float(checkpoint_minutes or 0))
+    try:
+        with active(ckpt):
+            res = run(volume, labels=labels, factor=factor, spacing=spacing, axis=axis, keep_every=step, config=cfg,
+                      annotated_slices=annotated_slices, meshes=want["meshes"], mesh_options=mopts,
+                      color_table=color_table, probabilities=want["probabilities"], progress=progress, cancel=cancel)
+    except BaseException:
+        if ckpt.saved_step is not None:
+            log.warning("training state of step %d kept in %s: run the same command with --resume to continue",
+                        ckpt.saved_step, ckpt_path)
+        raise
     t_write0 = time.perf_counter()
+    mesh_bytes = sum(64 * len(m.vertices) + 48 * m.n_faces for m in res.meshes)
+    out_set.check_space(estimate + mesh_bytes)
     files: dict = {}
-    if res.volume is not None and "volume" in outputs:
-        files["volume"] = str(io.write_volume(res.volume, vol_path, overwrite=overwrite))
-    if res.labels is not None and "labels" in outputs:
-        files["labels"] = str(io.write_volume(res.labels, lab_path, overwrite=overwrite))
-    if res.probabilities:
-        pdir = out_dir / "probabilities"
-        pdir.mkdir(exist_ok=True)
-        files["probabilities"] = {int(v): str(io.write_volume(p, pdir / f"label_{v}{ext}", overwrite=overwrite))
-                                  for v, p in res.probabilities.items()}
-    if res.meshes:
-        paths = ms.write_label_meshes(res.meshes, out_dir / "meshes", options=mopts, overwrite=overwrite)
-        files["meshes"] = {int(m.label_value): {"name": m.label_name, "color": list(m.color) if m.color else None,
-                                                "path": str(p)} for m, p in zip(res.meshes, paths)}
+    dest = out_set.dest
+    with out_set.writing() as stage:
+        def final(p) -> str:        # paths as they will be once the set is in place
+            return str(dest / Path(p).relative_to(stage))
+        if res.volume is not None and want["volume"]:
+            files["volume"] = final(io.write_volume(res.volume, stage / f"volume{ext}"))
+        if res.labels is not None and want["labels"]:
+            files["labels"] = final(io.write_volume(res.labels, stage / f"labels{ext}"))
+        if res.probabilities:
+            (stage / "probabilities").mkdir()
+            files["probabilities"] = {int(v): final(io.write_volume(p, stage / "probabilities" / f"label_{v}{ext}"))
+                                      for v, p in res.probabilities.items()}
+        if res.meshes:
+            paths = ms.write_label_meshes(res.meshes, stage / "meshes", options=mopts)
+            files["meshes"] = {int(m.label_value): {"name": m.label_name, "color": list(m.color) if m.color else None,
+                                                    "path": final(p)} for m, p in zip(res.meshes, paths)}
+        info = dict(res.info)
+        info["resumed_from_step"] = ckpt.resumed_step
+        info["timings_s"] = {"load": t_load, "train": info.get("train_seconds"),
+                             "render": info.get("render_seconds"), "write": time.perf_counter() - t_write0,
+                             "total": time.perf_counter() - t0}
+        record = {"input": str(input_path) if input_path else None,
+                  "labels": str(labels_path) if labels_path else None,
+                  "options": options_record or {"factor": factor, "spacing": spacing, "axis": axis,
+                                                "keep_every": step, "preset": preset, "device": device,
+                                                "seed": seed, "iterations": iterations},
+                  "config": cfg.to_dict(), "outputs": files, "result": info, "environment": environment()}
+        io.write_json(record, stage / "run.json")
+    ckpt.discard()
+    files["run_json"] = str(dest / "run.json")
     res.files = files
-    info = dict(res.info)
-    info["timings_s"] = {"load": t_load, "train": info.get("train_seconds"), "render": info.get("render_seconds"),
-                         "write": time.perf_counter() - t_write0, "total": time.perf_counter() - t0}
-    record = {"input": str(input_path) if input_path else None, "labels": str(labels_path) if labels_path else None,
-              "options": options_record or {"factor": factor, "spacing": spacing, "axis": axis,
-                                            "keep_every": keep_every, "preset": preset, "device": device,
-                                            "seed": seed, "iterations": iterations},
-              "config": cfg.to_dict(), "outputs": files, "result": info, "environment": environment()}
-    from .io import atomic_output
-    with atomic_output(json_path, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2, default=_json_default))
-    files["run_json"] = str(json_path)
     res.info = info
     return res
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
+_OUTPUT_KINDS = ("volume", "labels", "meshes")
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _nonneg_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be 0 or a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _check_training_config(cfg: TrainConfig) -> None:
+    """Numbers that make a run silently do nothing (an untrained model written as a result)."""
+    if isinstance(cfg.schedule.iterations, bool) or int(cfg.schedule.iterations) < 1:
+        raise InputError(f"iterations must be a positive whole number, got {cfg.schedule.iterations!r}")
+    if isinstance(cfg.model.max_gaussians, bool) or int(cfg.model.max_gaussians) < 1:
+        raise InputError(f"max_gaussians must be a positive whole number, got {cfg.model.max_gaussians!r}")
+
+
+def _planned_output(base: Volume, factor, spacing, axis, step: int) -> tuple[int, tuple[int, int]]:
+    """(output slices, (rows, columns) of a slice) of the run `run` will do, before training.
+
+    Factor and spacing are checked here (finite and positive) so that the bound on the output
+    size can be computed; the exact grid comes from interpolate.target_positions, as in `run`.
+    """
+    import math
+
+    from . import frames as fr
+    from .interpolate import target_positions
+    image_axis = fr.choose_axis(base.geometry, axis)
+    ax = numpy_axis(image_axis)
+    shape = base.array.shape
+    plane = tuple(int(shape[i]) for i in range(3) if i != ax)
+    n_kept = len(fr.keep_every(shape[ax], step)) if step > 1 else int(shape[ax])
+    for name, v in (("factor", factor), ("spacing", spacing)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                              or not math.isfinite(float(v)) or float(v) <= 0):
+            raise InputError(f"{name} must be a positive number, got {v!r}")
+    if factor is None and spacing is None:
+        factor = step if step > 1 else None
+    if n_kept < 2 or (factor is None and spacing is None):
+        return max(n_kept, 1), plane           # `run` refuses these with its own message
+    kept_gap = base.geometry.spacing[image_axis] * step
+    gap = 1.0 / float(factor) if spacing is None else float(spacing) / kept_gap
+    rough = (n_kept - 1) / gap + 1
+    if rough > 1e8:                            # never build a position array of that size
+        return int(rough), plane
+    return len(target_positions(n_kept, factor=None if spacing is not None else float(factor),
+                                spacing_ratio=gap if spacing is not None else None)), plane
+
+
+def _estimate_output_bytes(volume: Volume | None, labels: Volume | None, n_out: int, plane, with_labels: bool,
+                           with_probabilities: bool) -> int:
+    """Uncompressed size of the output volumes: an upper bound of what is written."""
+    from .io import smallest_label_dtype
+    voxels = int(n_out) * int(plane[0]) * int(plane[1])
+    total = 0
+    if volume is not None:
+        dt = np.dtype(volume.array.dtype)
+        total += voxels * (4 if dt == np.float16 else dt.itemsize)
+    if labels is not None and with_labels:
+        total += voxels * smallest_label_dtype(labels.array).itemsize
+    if labels is not None and with_probabilities:
+        n_labels = int(np.count_nonzero(np.unique(labels.array)))
+        total += voxels * 4 * n_labels
+    return total
+
+

@@ -19,6 +19,10 @@ class OutputExistsError(MedGSError, FileExistsError):
     """An output file exists and overwriting was not allowed."""
 
 
+class OutputError(MedGSError):
+    """The outputs cannot be written (not a folder, read-only, no space left...)."""
+
+
 class DeviceError(MedGSError, RuntimeError):
     """The requested compute device is not available (e.g. --device cuda without a GPU)."""
 

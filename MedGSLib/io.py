@@ -8,24 +8,31 @@ and the qform the way ITK does, so both back ends agree on one file.
 Every problem with a file raises `InputError` (or `OutputExistsError`) with one sentence that
 names the file. Writes are atomic: the data goes to a temporary file in the target folder and
 is moved into place with `os.replace`, so an interrupted or failed write never leaves a
-half-written volume under the final name.
+half-written volume under the final name; an OSError there (full disk, read-only mount) is an
+`OutputError` naming the file. The engine's JSON (run.json, the worker protocol, eval reports)
+goes through `json_safe`/`dumps_json`/`write_json` (strict JSON: NaN -> null), and its torch
+checkpoints through `save_torch` (atomic) and `load_torch` (`weights_only=True`). A whole run's
+outputs are written as one set by outputs.py on top of these.
 """
 from __future__ import annotations
 
 import contextlib
 import gzip
+import json
+import math
 import os
 import re
 import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, MedGSError, OutputError, OutputExistsError
 from .geometry import Geometry, LabelInfo, Volume
 
 # Longest first so that ".seg.nrrd" and ".nii.gz" win over ".nrrd" and ".gz".
@@ -87,13 +94,17 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         raise InputError(f"{path} is a folder, not a file name")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if not tmp.exists():
             raise InputError(f"nothing was written for {path}")
         os.replace(tmp, path)
+    except MedGSError:
+        raise
+    except OSError as err:  # full disk, read-only mount, permissions: the user's to fix
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     finally:
         # Reached with tmp still present only when the write or the replace failed.
         with contextlib.suppress(FileNotFoundError):
@@ -128,6 +139,75 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False, *, volume_f
     except OSError as err:
         raise InputError(f"cannot write into {folder}: {err.strerror or err}") from err
     return path
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def json_safe(value: Any) -> Any:
+    """Numbers, arrays, paths, tuples -> plain JSON values; NaN and infinity -> None.
+
+    Strict JSON has no NaN: a run.json or protocol line holding one is rejected by most readers
+    (Slicer's included), so every JSON the engine writes goes through here.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
+        return json_safe(value.tolist())
+    if hasattr(value, "item"):
+        return json_safe(value.item())
+    return str(value)
+
+
+def dumps_json(value: Any, *, indent: int | None = None) -> str:
+    """`value` as strict JSON text (see json_safe); compact when `indent` is None."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(json_safe(value), allow_nan=False, indent=indent, separators=separators)
+
+
+def write_json(value: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `value` as strict, indented JSON, atomically; returns the path."""
+    path = Path(path)
+    text = dumps_json(value, indent=2) + "\n"
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def save_torch(obj: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """torch.save, atomically (a checkpoint is either the old one or the new one, never half)."""
+    import torch
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """torch.load with `weights_only=True`: a checkpoint is data, never code to run.
+
+    Raises InputError naming the file when it is missing, damaged or holds anything but
+    tensors and plain containers (a crafted pickle is refused, not executed).
+    """
+    import pickle
+
+    import torch
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"checkpoint {path.name} cannot be loaded as MedGS data: {reason[:200]}") from err
 
 
 # --------------------------------------------------------------------------- back ends

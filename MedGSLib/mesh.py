@@ -396,11 +396,6 @@ def _header_text(mesh: Mesh, coordinate_system: str | None) -> str:
     return text + (f" SPACE={coordinate_system}" if coordinate_system else "")
 
 
-def _tmp_path(path: Path) -> Path:
-    suffix = path.suffix
-    return path.with_name(f"{path.name[: len(path.name) - len(suffix)]}.tmp-{os.getpid()}{suffix}")
-
-
 def write_mesh(
     mesh: Mesh,
     path: str | os.PathLike,
@@ -430,18 +425,14 @@ def write_mesh(
     if cs == "RAS":
         verts[:, :2] *= -1.0
         normals[:, :2] *= -1.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    from .io import atomic_output
+
     header = _header_text(mesh, cs)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:    # existence was checked above
         if fmt == "obj":
             _write_obj(tmp, verts, mesh.faces, normals, header, mesh.label_name)
         else:
             _write_with_vtk(tmp, fmt, verts, mesh.faces, normals, header, cs, mesh.color)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

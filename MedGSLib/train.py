@@ -323,10 +323,13 @@ class Trainer:
         d_from, d_until = sc.at(sc.densify_from), sc.at(sc.densify_until)
         reset_every = sc.at(sc.opacity_reset_every)
         t0 = time.perf_counter()
-        psnr_window: list[float] = []
+        from .checkpoints import current as active_checkpointing
+        ckpt = active_checkpointing()      # periodic checkpoints / resume (checkpoints.py)
+        resumed = ckpt.resume_into(self) if ckpt is not None else None
+        psnr_window: list[float] = list(resumed["psnr_window"]) if resumed else []
         check_every = max(10, iters // 20)
-        last_check = None
-        isects = 0
+        last_check = resumed["last_check"] if resumed else None
+        isects = resumed["isects"] if resumed else 0
         stopped_early = False
         report_every = max(1, iters // 100)
         # self-validation: check the held-out frames every `check_every` steps from `val_from`;
@@ -396,6 +399,8 @@ class Trainer:
                     self._emit_log(f"training PSNR converged at step {step} ({cur:.2f} dB); stopping early")
                     break
                 last_check = cur
+            if ckpt is not None:
+                ckpt.after_step(self, {"psnr_window": psnr_window, "last_check": last_check, "isects": isects})
         elapsed = time.perf_counter() - t0
         stopped_early = stopped_early or self.step < sc.iterations
         info = {"iterations_run": self.step, "iterations_planned": sc.iterations, "stopped_early": stopped_early,

@@ -11,9 +11,10 @@ log), 4 cancelled (SIGTERM, SIGINT or a `cancel` file in the job folder).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -40,8 +41,21 @@ DEFAULT_OUTPUT_DIR = "output"
 # the worker exits on its own; a long uninterruptible step must not make Cancel hang.
 DEFAULT_CANCEL_GRACE_S = 15.0
 
-_OPTION_KEYS = ("factor", "spacing", "axis", "keep_every", "preset", "device", "seed",
-                "outputs", "mesh_format", "overwrite")
+# job.json's keys and the JSON types each takes (checked by read_job; wrong ones name the key).
+_NUMBER = (int, float)
+_JOB_KEYS = {"version": (int,), "input": (str,), "labels": (str, type(None)), "output_dir": (str, type(None)),
+             "options": (dict, type(None)), "iterations": (int, type(None)), "config": (dict, type(None)),
+             "cancel_grace_s": _NUMBER, "label_info": (dict, type(None)),
+             "annotated_slices": (str, list, type(None))}
+# options are keyword arguments of api.run_to_files
+_OPTION_TYPES = {"factor": _NUMBER + (type(None),), "spacing": _NUMBER + (type(None),), "axis": (str, int),
+                 "keep_every": (int,), "preset": (str,), "device": (str,), "seed": (int,), "outputs": (list,),
+                 "mesh_format": (str,), "overwrite": (bool,), "probabilities": (bool,),
+                 "max_output_gb": _NUMBER, "resume": (bool,), "checkpoint_every": (int,),
+                 "checkpoint_minutes": _NUMBER, "annotated_slices": (str, list, type(None))}
+_OPTION_KEYS = tuple(_OPTION_TYPES)
+_OUTPUT_KINDS = ("volume", "labels", "meshes")
+_MESH_FORMATS = ("vtk", "ply", "stl", "obj")
 
 log = logging.getLogger("MedGSLib.worker")
 
@@ -50,47 +64,48 @@ class JobError(Exception):
     """job.json is missing, unreadable or asks for something impossible."""
 
 
-def _json_safe(value: Any) -> Any:
-    """Numbers, arrays and paths -> plain JSON; NaN/inf -> None (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch scalars
-        return _json_safe(value.tolist())
-    if hasattr(value, "item"):
-        return _json_safe(value.item())
-    return str(value)
-
-
 class ProtocolWriter:
-    """Writes one JSON object per line and flushes at once (the reader is waiting on it)."""
+    """Writes one JSON object per line and flushes at once (the reader is waiting on it).
 
-    def __init__(self, stream: TextIO):
+    A write that fails because the reader is gone calls `on_closed` once (the worker then
+    cancels: nobody is left to use the result). A `log` event equal to the one just sent is
+    dropped: the engine both logs a message and passes it to `progress`, and each must reach
+    the caller once.
+    """
+
+    def __init__(self, stream: TextIO, on_closed=None):
         self._stream = stream
         self._lock = threading.Lock()
+        self._on_closed = on_closed
+        self._last_log: tuple[str, float] | None = None
         self.final_sent = False
+        self.closed = False
 
     def send(self, event: dict) -> None:
-        line = json.dumps(_json_safe(event), allow_nan=False, separators=(",", ":"))
+        from .io import dumps_json
+
+        line = dumps_json(event)
         with self._lock:
             if self.final_sent:
                 return  # the final event is the last line, whatever happens after it
+            if event.get("event") == "log":
+                now = time.monotonic()
+                key = str(event.get("message"))
+                if self._last_log is not None and self._last_log[0] == key and now - self._last_log[1] < 2.0:
+                    return
+                self._last_log = (key, now)
             if event.get("event") in ("result", "error"):
                 self.final_sent = True
+            if self.closed:
+                return
             try:
                 self._stream.write(line + "\n")
                 self._stream.flush()
             except (BrokenPipeError, ValueError, OSError):
-                pass  # the reader is gone; nothing useful to do with the event
+                self.closed = True  # the reader is gone
+        if self.closed and self._on_closed is not None:
+            callback, self._on_closed = self._on_closed, None
+            callback()
 
 
 class CancelFlag:
@@ -106,6 +121,7 @@ class CancelFlag:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            log.warning("cancel requested: %s", reason)   # worker.log: why the run stopped
 
     def __call__(self) -> bool:
         if self._event.is_set():
@@ -121,8 +137,59 @@ class CancelFlag:
         return self._event.wait(timeout)
 
 
+def _type_name(types: tuple) -> str:
+    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list",
+             dict: "an object", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _check_type(where: str, key: str, value: Any, types: tuple) -> None:
+    # JSON true/false are Python bools, and bool is an int: never accept one for a number
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise JobError(f"{where}'{key}' must be {_type_name(types)}, got {json.dumps(value)}")
+
+
+def _check_annotated(where: str, value: Any) -> None:
+    if value is None or value == "auto":
+        return
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                              for i in value):
+        raise JobError(f"{where}'annotated_slices' must be \"auto\", a list of slice indices or null, "
+                       f"got {json.dumps(value)}")
+
+
+def _check_options(path: Path, options: dict) -> None:
+    unknown = sorted(set(options) - set(_OPTION_KEYS))
+    if unknown:
+        raise JobError(f"unknown option(s) {unknown} in {path}; known: {list(_OPTION_KEYS)}")
+    where = "option "
+    for key, value in options.items():
+        _check_type(where, key, value, _OPTION_TYPES[key])
+    for key in ("factor", "spacing", "max_output_gb"):
+        if options.get(key) is not None and not options[key] > 0:
+            raise JobError(f"option '{key}' must be positive, got {options[key]}")
+    for key, low in (("keep_every", 1), ("checkpoint_every", 0), ("checkpoint_minutes", 0)):
+        if key in options and options[key] < low:
+            raise JobError(f"option '{key}' must be at least {low}, got {options[key]}")
+    if "axis" in options and options["axis"] not in ("auto", 0, 1, 2, "i", "j", "k"):
+        raise JobError(f"option 'axis' must be \"auto\" or 0, 1, 2, got {json.dumps(options['axis'])}")
+    if "outputs" in options:
+        bad = [o for o in options["outputs"] if o not in _OUTPUT_KINDS]
+        if bad or not options["outputs"]:
+            raise JobError(f"option 'outputs' must list some of {list(_OUTPUT_KINDS)}, got {json.dumps(options['outputs'])}")
+    if "mesh_format" in options and options["mesh_format"] not in _MESH_FORMATS:
+        raise JobError(f"option 'mesh_format' must be one of {list(_MESH_FORMATS)}, got {json.dumps(options['mesh_format'])}")
+    if "annotated_slices" in options:
+        _check_annotated(where, options["annotated_slices"])
+
+
 def read_job(job_dir: Path) -> dict:
-    """Load and check job.json; relative paths in it are taken relative to the job folder."""
+    """Load and check job.json; relative paths in it are taken relative to the job folder.
+
+    Strict: an unknown key or a value of the wrong JSON type is refused with the key named
+    (a misspelt key must not be silently ignored, nor "no" read as true).
+    """
     path = job_dir / JOB_FILE
     if not job_dir.is_dir():
         raise JobError(f"job folder {job_dir} does not exist")
@@ -134,11 +201,26 @@ def read_job(job_dir: Path) -> dict:
         raise JobError(f"{path} cannot be read as JSON: {err}") from None
     if not isinstance(job, dict):
         raise JobError(f"{path} must hold a JSON object, not {type(job).__name__}")
+    unknown = sorted(set(job) - set(_JOB_KEYS))
+    if unknown:
+        raise JobError(f"unknown key(s) {unknown} in {path}; known: {list(_JOB_KEYS)}")
     version = job.get("version", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise JobError(f"{path} has version {version!r}; this worker reads version {PROTOCOL_VERSION}")
     if not job.get("input"):
         raise JobError(f"{path} names no input volume (key 'input')")
+    for key, value in job.items():
+        _check_type("", key, value, _JOB_KEYS[key])
+    iterations = job.get("iterations")
+    if iterations is not None and iterations < 1:
+        raise JobError(f"'iterations' in {path} must be a positive integer, got {iterations!r}")
+    if job.get("cancel_grace_s", 0) < 0:
+        raise JobError(f"'cancel_grace_s' in {path} must be 0 or positive, got {job['cancel_grace_s']}")
+    _check_annotated("", job.get("annotated_slices"))
+    options = job.get("options") or {}
+    _check_options(path, options)
+    if job.get("annotated_slices") is not None:
+        options.setdefault("annotated_slices", job["annotated_slices"])
 
     def resolve(p: str | None) -> Path | None:
         if p is None:
@@ -149,15 +231,6 @@ def read_job(job_dir: Path) -> dict:
     job["input"] = resolve(job["input"])
     job["labels"] = resolve(job.get("labels"))
     job["output_dir"] = resolve(job.get("output_dir") or DEFAULT_OUTPUT_DIR)
-    options = job.get("options") or {}
-    if not isinstance(options, dict):
-        raise JobError(f"'options' in {path} must be an object")
-    unknown = sorted(set(options) - set(_OPTION_KEYS))
-    if unknown:
-        raise JobError(f"unknown option(s) {unknown} in {path}; known: {list(_OPTION_KEYS)}")
-    iterations = job.get("iterations")
-    if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
-        raise JobError(f"'iterations' in {path} must be a positive integer, got {iterations!r}")
     job["options"] = options
     return job
 
@@ -165,24 +238,41 @@ def read_job(job_dir: Path) -> dict:
 def build_config(job: dict):
     """TrainConfig from the preset, then job.json's `config` overrides and `iterations`.
 
-    Returns None when the job asks for nothing beyond the preset, so the engine picks its own.
+    `config` is {section: {name: value}} (or a top-level scalar such as "seed"); every name and
+    type is checked by config.apply_overrides, the one owner of that rule, and a bad one is a
+    JobError naming it. Returns None when the job asks for nothing beyond the preset, so the
+    engine picks its own.
     """
     overrides = job.get("config")
     iterations = job.get("iterations")
     if not overrides and iterations is None:
         return None
+    import dataclasses
+
     from . import config as config_mod  # lazy: keeps `--help`-like failures cheap
+    from .errors import InputError
 
     options = job["options"]
-    cfg = config_mod.preset(options.get("preset", "fast"))
-    if overrides:
-        merged = cfg.to_dict()
-        for section, values in overrides.items():
-            if isinstance(values, dict) and isinstance(merged.get(section), dict):
-                merged[section].update(values)
-            else:
-                merged[section] = values
-        cfg = config_mod.TrainConfig.from_dict(merged)
+    try:
+        cfg = config_mod.preset(options.get("preset", "fast"))
+    except InputError as err:
+        raise JobError(str(err)) from None
+    scalars = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+               if not dataclasses.is_dataclass(getattr(cfg, f.name))}
+    for section, values in (overrides or {}).items():
+        if section in scalars:
+            if type(values) is not type(scalars[section]):
+                raise JobError(f"config key '{section}' must be {_type_name((type(scalars[section]),))}, "
+                               f"got {json.dumps(values)}")
+            setattr(cfg, section, values)
+            continue
+        if not isinstance(values, dict):
+            raise JobError(f"config section '{section}' must be an object of option values, got {json.dumps(values)}")
+        try:
+            # repr() of a JSON value is a Python literal: apply_overrides parses and type-checks it
+            config_mod.apply_overrides(cfg, [f"{section}.{name}={value!r}" for name, value in values.items()])
+        except InputError as err:
+            raise JobError(f"config: {err}") from None
     if iterations is not None:
         cfg.schedule.iterations = int(iterations)
     if "device" in options:
@@ -197,10 +287,17 @@ def _error_kind(err: BaseException) -> str:
 
     for cls, kind in ((errors.CancelledError, "cancelled"), (errors.OutOfMemoryError, "out_of_memory"),
                       (errors.DeviceError, "device"), (errors.InputError, "input"),
-                      (errors.OutputExistsError, "output_exists"), (errors.MedGSError, "error")):
+                      (errors.OutputExistsError, "output_exists"), (errors.OutputError, "output"),
+                      (errors.MedGSError, "error")):
         if isinstance(err, cls):
             return kind
+    if isinstance(err, OSError) and err.errno in _USER_OS_ERRORS:
+        return "output"   # a folder or disk problem the engine did not wrap: the user's, not a bug
     return "internal"
+
+
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                   errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.EFBIG}
 
 
 def _looks_like_oom(err: BaseException) -> bool:
@@ -210,19 +307,15 @@ def _looks_like_oom(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "out of memory" in text
 
 
-def run_job(job_dir: Path, writer: ProtocolWriter, cancel: CancelFlag) -> int:
+def run_job(job_dir: Path, writer: ProtocolWriter, cancel: CancelFlag, log_path: Path | None = None) -> int:
     """Run one job; sends the final event and returns the exit code. Never raises."""
     started = time.monotonic()
+    log_path = log_path or job_dir / LOG_FILE
     try:
         job = read_job(job_dir)
         config = build_config(job)
     except JobError as err:
-        writer.send({"event": "error", "kind": "job", "message": str(err), "log": str(job_dir / LOG_FILE)})
-        return EXIT_BAD_JOB
-    except Exception as err:  # a bad `config` section: the job is at fault, not the engine
-        traceback.print_exc()
-        writer.send({"event": "error", "kind": "job", "message": f"job.json options are invalid: {err}",
-                     "log": str(job_dir / LOG_FILE)})
+        writer.send({"event": "error", "kind": "job", "message": str(err), "log": str(log_path)})
         return EXIT_BAD_JOB
 
     def progress(event: dict) -> None:
@@ -266,11 +359,24 @@ def run_job(job_dir: Path, writer: ProtocolWriter, cancel: CancelFlag) -> int:
         else:
             message = str(err)
             code = EXIT_ERROR
-        writer.send({"event": "error", "kind": kind, "message": message, "log": str(job_dir / LOG_FILE)})
+        writer.send({"event": "error", "kind": kind, "message": message, "log": str(log_path)})
         return code
 
 
-def _redirect_std_streams(log_path: Path) -> TextIO:
+def _open_log(job_dir: Path) -> tuple[int, Path]:
+    """The log file's descriptor: JOB_DIR/worker.log, or a temporary file where the job folder
+    cannot be written (a read-only job folder must still get its one protocol error line)."""
+    path = job_dir / LOG_FILE
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), path
+    except OSError:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=f"medgs-worker-{os.getpid()}-", suffix=".log")
+        return fd, Path(name)
+
+
+def _redirect_std_streams(log_fd: int) -> TextIO:
     """Point fds 1 and 2 at the log file; return a stream on the original stdout.
 
     Done at the file-descriptor level so that prints from C extensions and from libraries
@@ -279,11 +385,20 @@ def _redirect_std_streams(log_path: Path) -> TextIO:
     sys.stdout.flush()
     sys.stderr.flush()
     protocol_fd = os.dup(1)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _watch_caller(cancel: CancelFlag, parent: int, every_s: float = 0.5) -> None:
+    """Cancel when the process that started us is gone (we are re-parented, e.g. to PID 1):
+    Slicer killed with SIGKILL cannot send SIGTERM, and a worker training for nobody wastes
+    the GPU for hours."""
+    while not cancel.wait(every_s):
+        if os.getppid() != parent:
+            cancel.request("the calling process is gone")
+            return
 
 
 class _ForwardLogs(logging.Handler):
@@ -315,24 +430,27 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return EXIT_BAD_JOB
 
-    stream = _redirect_std_streams(job_dir / LOG_FILE)
-    writer = ProtocolWriter(stream)
+    log_fd, log_path = _open_log(job_dir)
+    stream = _redirect_std_streams(log_fd)
+    cancel = CancelFlag(job_dir / CANCEL_FILE)
+    writer = ProtocolWriter(stream, on_closed=lambda: cancel.request("the caller closed the output pipe"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("MedGSLib").addHandler(_ForwardLogs(writer))
     logging.getLogger("MedGSLib").propagate = True
 
-    cancel = CancelFlag(job_dir / CANCEL_FILE)
     grace = DEFAULT_CANCEL_GRACE_S
     try:
-        grace = float(json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8")).get("cancel_grace_s", grace))
+        value = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8")).get("cancel_grace_s", grace)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            grace = float(value)
     except Exception:
         pass  # read_job reports a bad job.json properly
 
     def on_signal(signum: int, _frame: Any) -> None:
         cancel.request(signal.Signals(signum).name)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
     def watchdog() -> None:
@@ -341,14 +459,18 @@ def main(argv: list[str] | None = None) -> int:
         # Still here: the engine did not reach a cancel check in time. Report and leave.
         writer.send({"event": "error", "kind": "cancelled",
                      "message": f"cancelled ({cancel.reason}); stopped without waiting for the current step",
-                     "log": str(job_dir / LOG_FILE)})
-        stream.flush()
+                     "log": str(log_path)})
+        with contextlib.suppress(Exception):
+            stream.flush()
         os._exit(EXIT_CANCELLED)
 
     threading.Thread(target=watchdog, name="medgs-cancel-watchdog", daemon=True).start()
+    threading.Thread(target=_watch_caller, args=(cancel, os.getppid()), name="medgs-caller-watch",
+                     daemon=True).start()
     writer.send({"event": "started", "protocol": PROTOCOL_VERSION, "pid": os.getpid(), "job": str(job_dir)})
-    code = run_job(job_dir, writer, cancel)
-    stream.flush()
+    code = run_job(job_dir, writer, cancel, log_path)
+    with contextlib.suppress(Exception):
+        stream.flush()
     return code
 
 

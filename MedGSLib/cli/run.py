@@ -40,7 +40,16 @@ def register(sub):
     p.add_argument("--mesh-format", choices=["vtk", "ply", "stl", "obj"], default="vtk")
     p.add_argument("--no-meshes", action="store_true", help="do not extract surface meshes")
     p.add_argument("--probabilities", action="store_true", help="also write per-label probability volumes")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUTDIR, "
+                   "all of them (files that are not MedGS outputs stay)")
+    p.add_argument("--max-output-gb", type=float, default=None,
+                   help="refuse runs whose outputs (uncompressed) would exceed this size (default 4)")
+    p.add_argument("--resume", action="store_true", help="continue a killed or failed run of the same command "
+                   "from its last checkpoint (.OUTDIR.medgs-checkpoint.pth beside OUTDIR)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the training state every N iterations (default: by time only)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+                   help="save the training state every M minutes (default 5; 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_training_options(p)
     p.set_defaults(func=main_run)
@@ -58,6 +67,7 @@ def main_run(args) -> int:
         if not args.input:
             raise InputError("give an INPUT volume (or --labels LABELMAP --labels-only)")
         image = args.input
+    _check_numbers(args)
     if args.factor is None and args.spacing is None and args.keep_every <= 1:
         raise InputError("give --factor K or --spacing MM (or --keep-every K to restore a thinned grid)")
     ann = args.annotated_slices
@@ -68,6 +78,7 @@ def main_run(args) -> int:
                          max_gaussians=args.max_gaussians, renderer=args.renderer)
     from ..config import apply_overrides
     apply_overrides(cfg, args.overrides)
+    from ..api import DEFAULT_MAX_OUTPUT_GB
     outputs = ("volume", "labels") + (() if args.no_meshes else ("meshes",))
     bar = ProgressBar(args.quiet)
     try:
@@ -76,6 +87,8 @@ def main_run(args) -> int:
                            device=args.device, seed=args.seed, iterations=args.iterations, outputs=outputs,
                            mesh_format=args.mesh_format, annotated_slices=ann, color_table=args.color_table,
                            probabilities=args.probabilities, overwrite=args.overwrite,
+                           max_output_gb=args.max_output_gb or DEFAULT_MAX_OUTPUT_GB, resume=args.resume,
+                           checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
                            options_record={k: v for k, v in vars(args).items() if k != "func"}, progress=bar)
     finally:
         bar.close()
@@ -89,3 +102,31 @@ def main_run(args) -> int:
             elif k == "meshes":
                 print(f"  meshes: {len(v)} in {args.output}/meshes")
     return 0
+
+
+def _check_numbers(args) -> None:
+    """Options that argparse types accept but that make no run: one line naming the option.
+
+    The bounds that depend on the data (how large the output grid gets) are checked by
+    run_to_files once the input's size is known.
+    """
+    import math
+
+    from ..errors import InputError
+
+    def positive(name, value, kind=float):
+        if value is None:
+            return
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(f"{name} must be a positive {'whole number' if kind is int else 'number'}, got {value:g}")
+
+    positive("--factor", args.factor)
+    positive("--spacing", args.spacing)
+    positive("--iterations", args.iterations, int)
+    positive("--max-gaussians", args.max_gaussians, int)
+    positive("--keep-every", args.keep_every, int)
+    positive("--max-output-gb", args.max_output_gb)
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be 0 or a positive number of iterations, got {args.checkpoint_every}")
+    if not math.isfinite(args.checkpoint_minutes) or args.checkpoint_minutes < 0:
+        raise InputError(f"--checkpoint-minutes must be 0 or positive, got {args.checkpoint_minutes:g}")

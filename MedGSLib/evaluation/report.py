@@ -4,7 +4,6 @@ Every file is written atomically (temporary name in the same folder, then os.rep
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,24 +20,6 @@ PAPER_TABLE = [
     (3, 30.44, 31.50, 0.88, 0.88),
     (5, 28.10, None, 0.84, None),
 ]
-
-
-def sanitize(obj):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars/arrays -> Python numbers/lists."""
-    if isinstance(obj, dict):
-        return {str(k): sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [sanitize(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return sanitize(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
 
 
 def check_output_dir(out_dir, overwrite: bool = False) -> Path:
@@ -80,7 +61,9 @@ def write_report(report: dict, figures: EvalFigures | None, out_dir, *, overwrit
         from .figures import encode_png
 
         written[name] = _write_bytes(out / name, encode_png(image), True)
-    text = json.dumps(sanitize(report), indent=2, allow_nan=False)
+    from ..io import dumps_json
+
+    text = dumps_json(report, indent=2)   # strict JSON: NaN -> null (io.json_safe)
     written["report.json"] = _write_bytes(out / "report.json", (text + "\n").encode(), True)
     written["report.md"] = _write_bytes(out / "report.md", markdown(report).encode(), True)
     return written
