@@ -19,16 +19,16 @@ pytest.importorskip("torch")
 pytest.importorskip("skimage")
 Image = pytest.importorskip("PIL.Image")
 
-from MedGSLib.cli import main  # noqa: E402
-from MedGSLib.cli.png_frames import write_png_frames  # noqa: E402
+from MedGSLib.cli import main
+from MedGSLib.cli.png_frames import write_png_frames
 
 README_TRAIN = [
     "python3 train.py -s <img_dataset_dir> -m <output_dir>",
     "python3 train.py -s <seg_dataset_dir> -m <output_dir> --pipeline seg",
-    "python3 train.py \\\n  -s <img_dataset_dir> \\\n  -m <output_dir> \\\n  --pipeline joint \\\n"
-    "  --seg_source_path <seg_dataset_dir>",
-    "python3 train.py \\\n  -s <seg_dataset_dir> \\\n  -m <output_dir> \\\n  --pipeline seg \\\n  --seg_head_only \\\n"
-    "  --start_checkpoint <output_dir>/chkpntXXXXX.pth",
+    ("python3 train.py \\\n  -s <img_dataset_dir> \\\n  -m <output_dir> \\\n  --pipeline joint \\\n"
+     "  --seg_source_path <seg_dataset_dir>"),
+    ("python3 train.py \\\n  -s <seg_dataset_dir> \\\n  -m <output_dir> \\\n  --pipeline seg \\\n"
+     "  --seg_head_only \\\n  --start_checkpoint <output_dir>/chkpntXXXXX.pth"),
 ]
 README_RENDER = [
     "python3 render.py --model_path <model_dir> --interp <interp> --pipeline <img|seg|both>",
