@@ -32,6 +32,8 @@ def register(sub):
                           "fast/quality are this project's shorter schedules")
     _add_device_options(own)
     own.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result on the CPU)")
+    own.add_argument("--set", nargs="+", default=[], metavar="SECTION.NAME=VALUE", dest="overrides",
+                     help="any training option, after the upstream flags, e.g. schedule.frames_per_step=8")
     t.set_defaults(func=main_train)
 
     r = sub.add_parser("render", help="upstream MedGS render.py: render a trained model to PNGs",
@@ -102,6 +104,7 @@ def _read(root, resolution, quiet: bool):
 
 def _config(values: dict, given: set, args):
     from ..api import default_config
+    from ..config import apply_overrides
     cfg = default_config(args.preset, args.device, seed=args.seed, renderer=args.renderer)
     uf.apply_to_config(cfg, values, given)
     if "lambda_dssim" in given:
@@ -121,7 +124,7 @@ def _config(values: dict, given: set, args):
         if steps < iters:
             print(f"medgs train: warning: --position_lr_max_steps {steps} < --iterations {iters}: upstream holds "
                   "the xyz rate after it, here it ends there at the same rate", file=sys.stderr)
-    return cfg
+    return apply_overrides(cfg, args.overrides)
 
 
 def _model_path(values: dict) -> Path:

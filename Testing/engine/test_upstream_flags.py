@@ -212,6 +212,8 @@ def test_milestones_are_absolute_iterations():
             s.at(s.big_prune_from)] == [50, 700, 20, 300, 300]
     # not given: the paper milestones scale with --iterations (IBFR from a third of the run)
     assert s.at(s.ibfr_from) == 333
+    # --set comes last: it wins over the upstream flags
+    assert _cfg(["--densify_from_iter", "50", "--set", "schedule.densify_from=0.5"]).schedule.densify_from == 0.5
     with pytest.raises(Exception, match="--densification_interval must be at least 1"):
         _cfg(["--densification_interval", "0"])
 
