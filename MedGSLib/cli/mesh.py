@@ -62,7 +62,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="threshold on the 0..255 scale; <= 0 = Otsu (default: %(default)s)")
     u.add_argument("--inter", type=int, default=8,
                    help="interpolation factor the frames were rendered with (default: %(default)s)")
-    u.add_argument("--nifti", default=None, metavar="DIR",
+    u.add_argument("-n", "--nifti", default=None, metavar="DIR",
                    help="folder with <case>.nii.gz giving the voxel spacing (else a *.nii* in the case folder)")
     p.set_defaults(func=main_mesh)
     return p
@@ -86,7 +86,9 @@ def main_mesh(args: argparse.Namespace) -> int:
 def _volume_mode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import io, labels as label_utils, mesh as mesh_utils
+    from .. import io
+    from .. import labels as label_utils
+    from .. import mesh as mesh_utils
 
     options = mesh_utils.MeshOptions(
         format=args.format,

@@ -1,166 +1,263 @@
-"""`medgs train` / `medgs render`: the upstream MedGS scripts' flags on the PNG frame layout.
+"""`medgs train` / `medgs render`: upstream MedGS's train.py and render.py command lines.
 
     medgs train -s ROOT -m OUT [--pipeline img|seg|joint] [--seg_source_path SEGROOT] ...
     medgs render --model_path OUT --interp K [--iteration -1] [--pipeline img|seg|both]
 
-ROOT holds original/0000.png ... (mirror/ is accepted and ignored: it adds no information,
-method.md s1.4). Checkpoints are OUT/chkpnt<iteration>.pth; renders go to OUT/render_img/ and
-OUT/render_mask/ named {frame:05d}_{i}.png as upstream writes them.
+Every upstream flag is accepted (upstream_flags.FLAGS says where each one goes, or why it has no
+effect here). ROOT holds original/0000.png ...; OUT gets chkpnt<n>.pth (at --save_iterations,
+--checkpoint_iterations and the last step), xyz/<n>.pt with --save_xyz, and the renders
+OUT/render_img/ and OUT/render_mask/ named {frame:05d}_{i}.png, as upstream writes them.
 """
 from __future__ import annotations
 
 import re
+import sys
+import uuid
 from pathlib import Path
+
+from ..errors import InputError
+from . import upstream_flags as uf
+
+_MAX_AUTO_WIDTH = 1600      # upstream's loadCam: wider frames are scaled to this width unless -r is given
 
 
 def register(sub):
-    t = sub.add_parser("train", help="upstream-compatible training on a PNG frame folder")
-    t.add_argument("-s", "--source_path", required=True, help="dataset root with original/0000.png ...")
-    t.add_argument("-m", "--model_path", required=True, help="output folder for checkpoints")
-    t.add_argument("--pipeline", choices=["img", "seg", "joint"], default="img")
-    t.add_argument("--seg_source_path", help="mask dataset root (joint pipeline)")
-    t.add_argument("--seg_head_only", action="store_true", help="with --pipeline seg: train only the label head")
-    t.add_argument("--start_checkpoint", help="checkpoint to resume or to start the label head from")
-    t.add_argument("--lambda_img", type=float, default=1.0)
-    t.add_argument("--lambda_seg", type=float, default=1.0)
-    t.add_argument("--poly_degree", type=int, default=None, help="polynomial degree (default 7)")
-    t.add_argument("--num_pts", type=int, default=None, help="initial Gaussians (paper: 100000)")
-    t.add_argument("--batch_size", type=int, default=3, help="accepted for compatibility (unused upstream too)")
-    t.add_argument("--iterations", type=int, default=None)
-    t.add_argument("--checkpoint_iterations", type=int, nargs="*", default=[])
-    t.add_argument("--save_iterations", type=int, nargs="*", default=[])
-    t.add_argument("--test_iterations", type=int, nargs="*", default=[])
-    t.add_argument("--random_background", action="store_true", help="accepted; MedGS data has a black background")
-    t.add_argument("--save_xyz", action="store_true", help="accepted for compatibility (no effect)")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument("--preset", choices=["paper", "fast", "quality"], default="paper",
-                   help="paper (default here, as upstream) or fast")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto")
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="upstream MedGS train.py: train on a PNG frame folder",
+                       description="upstream MedGS's train.py on its PNG layout; every upstream flag is "
+                                   "accepted, each one's help says where it goes here or why it has no effect")
+    uf.add_flags(t, "train")
+    own = t.add_argument_group("MedGS options (not upstream)")
+    own.add_argument("--preset", choices=["paper", "fast", "quality"], default="paper",
+                     help="options the upstream flags do not set: paper (default) is upstream's behaviour; "
+                          "fast/quality are this project's shorter schedules")
+    _add_device_options(own)
+    own.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result on the CPU)")
+    own.add_argument("--set", nargs="+", default=[], metavar="SECTION.NAME=VALUE", dest="overrides",
+                     help="any training option, after the upstream flags, e.g. schedule.frames_per_step=8")
     t.set_defaults(func=main_train)
 
-    r = sub.add_parser("render", help="upstream-compatible rendering of a trained model to PNGs")
-    r.add_argument("-m", "--model_path", required=True)
-    r.add_argument("--iteration", type=int, default=-1, help="checkpoint iteration; -1 = latest")
-    r.add_argument("--interp", type=int, default=1, help="frames rendered per input frame")
-    r.add_argument("--pipeline", choices=["img", "seg", "both"], default="img")
-    r.add_argument("--chunks", type=int, default=1, help="accepted: rendering is always chunked")
-    r.add_argument("--extension", default=".png")
-    r.add_argument("--poly_degree", type=int, default=None, help="ignored: restored from the checkpoint")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--overwrite", action="store_true", default=True)
+    r = sub.add_parser("render", help="upstream MedGS render.py: render a trained model to PNGs",
+                       description="upstream MedGS's render.py; every upstream flag is accepted")
+    uf.add_flags(r, "render")
+    own = r.add_argument_group("MedGS options (not upstream)")
+    _add_device_options(own)
     r.set_defaults(func=main_render)
 
 
-def _latest_checkpoint(model_path: Path, iteration: int) -> Path:
-    from ..errors import InputError
-    if iteration >= 0:
-        p = model_path / f"chkpnt{iteration}.pth"
-        if not p.exists():
-            raise InputError(f"no checkpoint {p}")
-        return p
-    found = sorted(model_path.glob("chkpnt*.pth"), key=lambda q: int(re.sub(r"\D", "", q.stem) or 0))
-    if not found:
-        raise InputError(f"no chkpnt*.pth in {model_path}: train first (medgs train -s ROOT -m {model_path})")
-    return found[-1]
+def _add_device_options(g):
+    g.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    g.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto",
+                   help="rasteriser backend (auto: gsplat on CUDA when it works, else pure torch)")
+
+
+def _warn_no_effect(command: str, values: dict, given: set):
+    lines = uf.without_effect(command, values, given)
+    if lines:
+        print(f"medgs {command}: warning: these upstream flags have no effect here:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------- frames
+
+
+def upstream_size(width: int, height: int, resolution) -> tuple[int, int]:
+    """(W, H) upstream's loadCam gives a frame of width x height for --resolution."""
+    if resolution in (1, 2, 4, 8):
+        return round(width / resolution), round(height / resolution)
+    if resolution is None or resolution == -1:
+        scale = width / _MAX_AUTO_WIDTH if width > _MAX_AUTO_WIDTH else 1.0
+    elif resolution > 0:
+        scale = width / resolution
+    else:
+        raise InputError(f"--resolution must be -1, 1, 2, 4, 8 or a width in pixels, got {resolution}")
+    return int(width / scale), int(height / scale)
+
+
+def _resize(frames, size):
+    """Frames [F, H, W] in [0, 1] resized to size (W, H) with PIL's bicubic filter, as upstream's
+    PILtoTorch does."""
+    import numpy as np
+    from PIL import Image
+    W, H = size
+    if (H, W) == frames.shape[1:]:
+        return frames
+    out = [np.asarray(Image.fromarray(f.astype(np.float32), "F").resize((W, H), Image.BICUBIC)) for f in frames]
+    return np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
+
+
+def _read(root, resolution, quiet: bool):
+    from .png_frames import read_png_frames
+    frames = read_png_frames(root)
+    F, H, W = frames.shape
+    size = upstream_size(W, H, resolution)
+    if size != (W, H):
+        if resolution in (None, -1) and not quiet:
+            print(f"[ INFO ] frames wider than {_MAX_AUTO_WIDTH} px are scaled to {size[0]} x {size[1]}; "
+                  "give --resolution 1 to keep them", file=sys.stderr)
+        frames = _resize(frames, size)
+    return frames, (F, H, W)
+
+
+# ------------------------------------------------------------------------------- train
+
+
+def _config(values: dict, given: set, args):
+    from ..api import default_config
+    from ..config import apply_overrides
+    cfg = default_config(args.preset, args.device, seed=args.seed, renderer=args.renderer)
+    uf.apply_to_config(cfg, values, given)
+    if "lambda_dssim" in given:
+        lam = float(values["lambda_dssim"])
+        if not 0.0 <= lam < 1.0:
+            raise InputError(f"--lambda_dssim must be in [0, 1), got {lam}")
+        cfg.loss.dssim = cfg.loss.l1 * lam / (1.0 - lam)
+    if "position_lr_max_steps" in given:
+        steps = int(values["position_lr_max_steps"])
+        if steps < 1:
+            raise InputError(f"--position_lr_max_steps must be at least 1, got {steps}")
+        iters = cfg.schedule.iterations
+        o = cfg.optim
+        # the decay here runs log-linearly from xyz to xyz_final over `iterations`; upstream's reaches
+        # position_lr_final at max_steps: the same line, ended at `iterations`
+        o.xyz_final = o.xyz * (o.xyz_final / o.xyz) ** (min(iters, steps) / steps)
+        if steps < iters:
+            print(f"medgs train: warning: --position_lr_max_steps {steps} < --iterations {iters}: upstream holds "
+                  "the xyz rate after it, here it ends there at the same rate", file=sys.stderr)
+    return apply_overrides(cfg, args.overrides)
+
+
+def _model_path(values: dict) -> Path:
+    mp = values["model_path"]
+    return Path(mp) if mp else Path("output") / uuid.uuid4().hex[:10]
 
 
 def main_train(args) -> int:
     import numpy as np
-    import torch
-    from ..api import default_config
-    from ..errors import InputError
-    from ..frames import read_png_frames
-    from ..train import Trainer
+
+    from .. import upstream_api as ua
     from .progress import ProgressBar
-    out = Path(args.model_path)
-    src = read_png_frames(args.source_path)
+    values, given = uf.resolve(args, "train")
+    _warn_no_effect("train", values, given)
+    if not values["source_path"]:
+        raise InputError("medgs train needs -s/--source_path, the folder holding original/0000.png ...")
+    quiet = bool(values["quiet"])
+    pipeline = values["pipeline"]
+    src, source_shape = _read(values["source_path"], values["resolution"], quiet)
     frames = masks = None
-    pipeline = args.pipeline
     if pipeline == "img":
         frames = src
     elif pipeline == "seg":
         masks = (src > 0.5).astype(np.float32)[None]
-        if args.seg_head_only:
+        if values["seg_head_only"]:
             pipeline = "seg_head_only"
-            if not args.start_checkpoint:
-                raise InputError("--seg_head_only needs --start_checkpoint chkpntXXXX.pth")
     else:
-        if not args.seg_source_path:
+        if not values["seg_source_path"]:
             raise InputError("--pipeline joint needs --seg_source_path MASKROOT")
-        seg = read_png_frames(args.seg_source_path)
+        seg, _ = _read(values["seg_source_path"], values["resolution"], quiet)
         if seg.shape != src.shape:
             raise InputError(f"image frames {src.shape} and mask frames {seg.shape} differ: same count and size needed")
         frames, masks = src, (seg > 0.5).astype(np.float32)[None]
-    cfg = default_config(args.preset, args.device, seed=args.seed, iterations=args.iterations,
-                         poly_degree=args.poly_degree, renderer=args.renderer)
-    if args.num_pts:
-        cfg.model.num_points = args.num_pts
-    cfg.loss.lambda_img, cfg.loss.lambda_seg = args.lambda_img, args.lambda_seg
-    bar = ProgressBar(args.quiet)
-    trainer = Trainer(torch.from_numpy(frames) if frames is not None else None, cfg,
-                      masks=torch.from_numpy(masks) if masks is not None else None, pipeline=pipeline, progress=bar)
-    if args.start_checkpoint:
-        ck = torch.load(args.start_checkpoint, map_location="cpu", weights_only=False)
-        trainer.load_checkpoint(ck, resume_optimizer=True)
-        if pipeline == "seg_head_only":
-            trainer.model.add_seg_head(1, init=trainer.model.params["color"].detach().clone())
-            trainer._build_optimizer()
-            trainer.step = 0
+    if values["seg_head_only"] and values["pipeline"] != "seg":
+        raise InputError("--seg_head_only goes with --pipeline seg")
+    if pipeline == "seg_head_only" and not values["start_checkpoint"]:
+        raise InputError("--seg_head_only needs --start_checkpoint chkpntXXXX.pth")
+    cfg = _config(values, given, args)
+    start = ua.load_checkpoint(values["start_checkpoint"]) if values["start_checkpoint"] else None
+    out = _model_path(values)
     out.mkdir(parents=True, exist_ok=True)
-    saves = set(args.checkpoint_iterations) | set(args.save_iterations)
+    bar = ProgressBar(quiet)
+    trainer = ua.make_trainer(frames, cfg, masks=masks, pipeline=pipeline, start=start, progress=bar)
+    iters = cfg.schedule.iterations
+    saves = {i for i in values["save_iterations"] + values["checkpoint_iterations"] if i <= iters} | {iters}
+    tests = {i for i in values["test_iterations"] if i <= iters}
+    # upstream saves the centres at the top of iteration n, i.e. after n - 1 steps
+    xyz = ({n - 1: n for n in list(range(1, iters + 1, 5000)) + [iters]} if values["save_xyz"] else {})
+    extra = {"source_shape": list(source_shape), "upstream": {k: values[k] for k in ("resolution", "pipeline")}}
+
+    def save(tr, step):
+        path = ua.save_checkpoint(ua.checkpoint(tr, **extra), out / f"chkpnt{step}.pth")
+        if not quiet:
+            bar.close()
+            print(f"[ITER {step}] Saving Checkpoint {path}")
+
+    def on_stop(tr, step):
+        if step in xyz:
+            _save_xyz(tr.model, out / "xyz" / f"{xyz[step]}.pt")
+        if step in tests:
+            l1, psnr = ua.evaluate(tr)
+            if not quiet:
+                bar.close()
+                print(f"[ITER {step}] Evaluating test: L1 {l1:.6f} PSNR {psnr:.4f}")
+        if step in saves and step > 0:
+            save(tr, step)
+
+    import torch
     try:
-        res = trainer.train()
+        with torch.autograd.set_detect_anomaly(bool(values["detect_anomaly"])):
+            res = ua.run(trainer, stops=saves | tests | set(xyz), on_stop=on_stop)
     finally:
         bar.close()
-    ck = trainer.checkpoint()
-    ck["n_frames"] = int(trainer.F)
-    _save(ck, out / f"chkpnt{trainer.step}.pth")
-    if saves - {trainer.step}:
-        print(f"note: intermediate checkpoints {sorted(saves - {trainer.step})} are not written; "
-              f"the final one is chkpnt{trainer.step}.pth")
-    print(f"trained {trainer.step} iterations, {res.model.n} Gaussians, training PSNR "
-          f"{res.info['train_psnr']}, checkpoint {out / f'chkpnt{trainer.step}.pth'}")
+    if trainer.step < iters:        # the preset stopped at convergence: the last model is written too
+        save(trainer, trainer.step)
+    psnr = res.info.get("train_psnr")
+    print(f"trained {trainer.step} iterations, {res.model.n} Gaussians"
+          + (f", training PSNR {psnr:.2f} dB" if psnr is not None else "")
+          + f", checkpoint {out / f'chkpnt{trainer.step}.pth'}")
     return 0
 
 
-def _save(obj, path: Path):
-    import os
+def _save_xyz(model, path: Path):
+    """Centres as upstream's get_xyz: [N, 3] with the plane's y = 0 (ours stores x and z only)."""
     import torch
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+
+    from .. import upstream_api as ua
+    xz = model.params["xyz"].detach().cpu().float()
+    ua.save_checkpoint(torch.stack([xz[:, 0], torch.zeros_like(xz[:, 0]), xz[:, 1]], 1), path)
+
+
+# ------------------------------------------------------------------------------- render
+
+
+def latest_checkpoint(model_path: Path, iteration: int) -> Path:
+    """chkpnt<iteration>.pth, or for iteration < 0 the one with the largest number (upstream's rule)."""
+    if iteration >= 0:
+        p = model_path / f"chkpnt{iteration}.pth"
+        if not p.is_file():
+            raise InputError(f"no checkpoint {p}")
+        return p
+    found = [(int(m.group(1)), p) for p in model_path.glob("chkpnt*.pth")
+             if (m := re.fullmatch(r"chkpnt(\d+)\.pth", p.name))]
+    if not found:
+        raise InputError(f"no chkpnt*.pth in {model_path}: train first (medgs train -s ROOT -m {model_path})")
+    return max(found)[1]
 
 
 def main_render(args) -> int:
-    import numpy as np
-    import torch
-    from ..frames import write_render_pngs
-    from ..interpolate import render_positions
-    from ..model import FoldedGaussians
-    from ..render.base import resolve_device, select_renderer
-    mp = Path(args.model_path)
-    ckp = _latest_checkpoint(mp, args.iteration)
-    ck = torch.load(ckp, map_location="cpu", weights_only=False)
-    dev = resolve_device(args.device)
-    model = FoldedGaussians.from_state_dict(ck["model"], dev)
-    renderer, _ = select_renderer(dev, "auto")
-    F, H, W = ck["shape"]
-    k = max(1, int(args.interp))
-    # upstream renders t = (frame + i / K) / F for every frame, the last one's i > 0 included
-    positions = np.arange(F * k, dtype=np.float64) / k
-    heads = {"img": ["image"], "seg": ["seg"], "both": ["image", "seg"]}[args.pipeline]
+    from .. import upstream_api as ua
+    from .png_frames import write_render_pngs
+    values, given = uf.resolve(args, "render")
+    _warn_no_effect("render", values, given)
+    if not values["model_path"]:
+        raise InputError("medgs render needs -m/--model_path, the folder medgs train wrote")
+    mp = Path(values["model_path"])
+    if not mp.is_dir():
+        raise InputError(f"--model_path {mp} is not a folder")
+    quiet = bool(values["quiet"])
+    ck = ua.load_checkpoint(latest_checkpoint(mp, int(values["iteration"])))
+    size = None
+    if values["resolution"] is not None:
+        _, H0, W0 = ck.get("source_shape", ck["shape"])
+        w, h = upstream_size(int(W0), int(H0), values["resolution"])
+        size = (h, w)
+    heads = {"img": ["image"], "seg": ["seg"], "both": ["image", "seg"]}[values["pipeline"]]
+    k = int(values["interp"])
     for head in heads:
-        if head == "seg" and not model.has_seg:
+        imgs, used = ua.render_checkpoint(ck, k, head=head, size=size, device=args.device, renderer=args.renderer)
+        if used != head and not quiet:
             print("no label head in this checkpoint: rendering the image head as the mask (as upstream)")
-            head_used = "image"
-        else:
-            head_used = head
-        imgs = render_positions(model, positions, F, H, W, renderer, head_used)
-        if imgs.ndim == 4:
-            imgs = imgs[..., 0]
         folder = mp / ("render_img" if head == "image" else "render_mask")
-        write_render_pngs(np.clip(imgs, 0, 1), folder, k, overwrite=True)
-        print(f"wrote {len(imgs)} frames to {folder}")
+        write_render_pngs(imgs, folder, k, overwrite=True, extension=values["extension"])
+        if not quiet:
+            print(f"wrote {len(imgs)} frames to {folder}")
     return 0
