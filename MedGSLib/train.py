@@ -90,14 +90,14 @@ class Trainer:
         src = self.frames if self.frames is not None else self.masks.sum(0).clamp(0, 1)
         out = {}
         if self.pipeline in ("img", "joint"):
-            out["image"] = flow.estimate(src)
+            out["image"] = flow.estimate(src, self.cfg.flow)
         if self.masks is not None and lc.seg_ibfr > 0:
             ann = sorted(self.mask_frames)
             pairs = list(zip(ann[:-1], ann[1:]))
             if pairs:
                 same = all(j == i + 1 for i, j in pairs) and "image" in out
                 out["seg_pairs"] = pairs
-                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, pairs=pairs)
+                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, self.cfg.flow, pairs=pairs)
         return out or None
 
     # ------------------------------------------------------------------ setup

@@ -163,33 +163,14 @@ def read_job(job_dir: Path) -> dict:
 
 
 def build_config(job: dict):
-    """TrainConfig from the preset, then job.json's `config` overrides and `iterations`.
-
-    Returns None when the job asks for nothing beyond the preset, so the engine picks its own.
-    """
-    overrides = job.get("config")
-    iterations = job.get("iterations")
-    if not overrides and iterations is None:
-        return None
+    """TrainConfig through config.resolve_config: the preset (and its CPU variant), `iterations`,
+    the seed, then job.json's `config` overrides ({section: {name: value}}, strict)."""
     from . import config as config_mod  # lazy: keeps `--help`-like failures cheap
 
     options = job["options"]
-    cfg = config_mod.preset(options.get("preset", "fast"))
-    if overrides:
-        merged = cfg.to_dict()
-        for section, values in overrides.items():
-            if isinstance(values, dict) and isinstance(merged.get(section), dict):
-                merged[section].update(values)
-            else:
-                merged[section] = values
-        cfg = config_mod.TrainConfig.from_dict(merged)
-    if iterations is not None:
-        cfg.schedule.iterations = int(iterations)
-    if "device" in options:
-        cfg.device = options["device"]
-    if "seed" in options:
-        cfg.seed = int(options["seed"])
-    return cfg
+    return config_mod.resolve_config(options.get("preset", "fast"), options.get("device", "auto"),
+                                     job.get("config"), source="job.json config",
+                                     iterations=job.get("iterations"), seed=options.get("seed"))
 
 
 def _error_kind(err: BaseException) -> str:

@@ -137,7 +137,7 @@ def main_render(args) -> int:
     import numpy as np
     import torch
     from ..frames import write_render_pngs
-    from ..interpolate import render_positions
+    from ..slice_grid import render_positions
     from ..model import FoldedGaussians
     from ..render.base import resolve_device, select_renderer
     mp = Path(args.model_path)

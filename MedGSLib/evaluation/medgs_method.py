@@ -47,9 +47,9 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
         present = [int(v) for v in np.unique(kept_labels) if v != 0]
         values = present if label_values is None else [v for v in present if v in {int(x) for x in label_values}]
         masks = np.stack([(kept_labels == v) for v in values]).astype(np.float32) if values else None
-    from ..config import apply_overrides
+    from ..config import resolve_config
 
-    config = apply_overrides(api.default_config(preset, device), overrides)
+    config = resolve_config(preset, device, overrides)
     result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel)
     image = np.asarray(result.image, dtype=np.float32)
     expected = ((kept.shape[0] - 1) * k + 1,) + kept.shape[1:]

@@ -149,7 +149,8 @@ def test_medgs_glue_with_a_stand_in_engine(small_case, tmp_path, monkeypatch):
                                preset="paper", device="cpu", case="abd")
     # One joint run per k: image and masks together, with the requested preset.
     assert len(fake.calls) == 2 and all(c["masks"] is not None for c in fake.calls)
-    assert fake.calls[0]["config"] == {"preset": "paper", "device": "cpu"}
+    cfg = fake.calls[0]["config"]   # built by config.resolve_config, as every entry point's
+    assert (cfg.preset, cfg.device, cfg.schedule.iterations) == ("paper", "cpu", 30_000)
     rows = {(r["task"], r["method"], r["k"]): r for r in report["results"]}
     for k in (2, 4):
         # Min/max normalisation is affine: linear in [0, 1] is linear in HU (float32 rounding).
