@@ -109,10 +109,9 @@ def anatomical_axis_names(volume_node) -> dict[str, str]:
 
 
 def auto_axis(volume_node) -> str:
-    """The axis the engine picks for "auto": the largest spacing, ties go to K (as in DESIGN.md)."""
-    spacing = np.linalg.norm(ijk_to_ras(volume_node)[:3, :3], axis=0)
-    best = max(range(3), key=lambda i: (round(float(spacing[i]), 6), i))
-    return "IJK"[best]
+    """The axis the engine picks for "auto" (MedGSLib.frames.auto_axis: largest spacing, ties -> K)."""
+    from MedGSLib.frames import auto_axis   # numpy only: cheap inside Slicer
+    return "IJK"[auto_axis(np.linalg.norm(ijk_to_ras(volume_node)[:3, :3], axis=0))]
 
 
 def check_volume(volume_node) -> None:
