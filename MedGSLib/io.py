@@ -37,7 +37,6 @@ _DETACHED = (".nhdr", ".mhd")
 
 # Integer types tried in order for label maps: the first that holds every value is used.
 _LABEL_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- paths
@@ -407,13 +406,9 @@ def _geometry_from_nifti_header(header, name: str) -> Geometry:
             elif not orthonormal and qcode == 0:
                 raise InputError(f"{name} has a sheared sform and no qform; its orientation cannot be represented")
     affine = sform if use_sform else qform
-    lps = np.array(affine, dtype=float)
-    lps[:3, :] = _LPS_TO_RAS @ lps[:3, :]
-    lin = lps[:3, :3]
-    spacing = np.linalg.norm(lin, axis=0)
-    if np.any(spacing <= 0):
+    if np.any(np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0) <= 0):
         raise InputError(f"{name} has a zero voxel size in its header")
-    return Geometry(tuple(spacing), tuple(lps[:3, 3]), tuple((lin / spacing).reshape(-1)))
+    return Geometry.from_ras_affine(affine)     # NIfTI is RAS; geometry.py owns the flip
 
 
 def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
