@@ -6,6 +6,7 @@ Frames are float32 [F, H, W] in [0, 1]; masks are float32 [L, F, H, W] one-hot c
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,6 +24,25 @@ PIPELINES = ("img", "seg", "joint", "seg_head_only")
 class TrainResult:
     model: "object"
     info: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def cpu_deterministic(device):
+    """Deterministic torch kernels while the block runs on the CPU, then the caller's setting back.
+
+    Multithreaded CPU backward of index gathers sums in a varying order: without this the same
+    seed differs by ~1e-9 after one step. The switch is process-wide, so it is scoped here.
+    """
+    import torch
+    if device.type != "cpu":
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
 
 class Trainer:
@@ -53,12 +73,8 @@ class Trainer:
         self.times = frame_times(self.F).to(self.device)
         self.progress = progress
         self.cancel = cancel
-        if self.device.type == "cpu":
-            # multithreaded CPU backward of index gathers sums in a varying order: without this,
-            # the same seed differs by ~1e-9 after one step (process-wide switch, CPU only)
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # every random draw takes this generator: the process-wide seed is left alone
         self.gen = torch.Generator().manual_seed(int(config.seed))
-        torch.manual_seed(int(config.seed))
         self.step = 0
         self.history: list[dict] = []
         self.model = model if model is not None else self._init_model()
@@ -71,7 +87,8 @@ class Trainer:
         from .densify import DensifyState
         self.dstate = DensifyState(self.model.n, self.device)
         self.background = None
-        self.flow = self._fit_flow()
+        with cpu_deterministic(self.device):
+            self.flow = self._fit_flow()
         # which label is on which frame, kept on the host: picking channels must not wait for the GPU
         self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
 
@@ -283,15 +300,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
+        with cpu_deterministic(self.device):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         import torch
-        from .densify import densify_and_prune, reset_opacity
+        from .densify import DensifyStrategy
         from .losses import psnr
-        sc, dc = self.cfg.schedule, self.cfg.densify
+        sc = self.cfg.schedule
         iters = sc.iterations
         dens = self.pipeline != "seg_head_only"
-        every = sc.at(sc.densify_every)
-        d_from, d_until = sc.at(sc.densify_from), sc.at(sc.densify_until)
-        reset_every = sc.at(sc.opacity_reset_every)
+        strategy = DensifyStrategy.from_config(self.cfg)
+        if dens:
+            strategy.check_sanity(self.model.params, self.opt)
         t0 = time.perf_counter()
         psnr_window: list[float] = []
         check_every = max(10, iters // 20)
@@ -317,26 +338,13 @@ class Trainer:
                     f"the GPU ran out of memory with {self.model.n} Gaussians; lower --max-gaussians "
                     f"(now {self.cfg.model.max_gaussians}) or use --device cpu") from err
             with torch.no_grad():
-                if dens and step < d_until and sfs is not None:
-                    sp, nf, _ = sfs
-                    sel = sp.frame_ids < nf
-                    g = sp.means2d.grad
-                    if g is not None:
-                        m_grad = self.model.params["m"].grad
-                        # loss is a mean over the step's frames: scale to the released 3-frame window
-                        self.dstate.update(sp.gauss_ids[sel], g[sel], sp.radii[sel], self.W, self.H,
-                                           m_grad, self.model.n, grad_scale=nf / 3.0)
                 if sfs is not None:
                     isects += sfs[2]
                 self.opt.step()
-                if dens and step < d_until:
-                    if step > d_from and step % every == 0:
-                        counts = densify_and_prune(self.model, self.opt, self.dstate, dc, self.gen,
-                                                   big_prune=step > sc.at(sc.big_prune_from),
-                                                   max_gaussians=self.cfg.model.max_gaussians)
+                if dens:    # reads the step's gradients: the optimiser step leaves them as they were
+                    counts = strategy.step_post_backward(self.model, self.opt, self.dstate, step, sfs, self.gen)
+                    if counts is not None:
                         self._emit_log(f"step {step}: densify {counts}")
-                    if step % reset_every == 0:
-                        reset_opacity(self.model, self.opt)
             self.step = step
             if "img" in stats and (step % report_every == 0 or step == iters):
                 psnr_window.append(psnr(stats["img"].clamp(0, 1), stats["gt"]))
