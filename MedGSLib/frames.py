@@ -181,7 +181,7 @@ class Normalizer:
         # wider targets get float64 (float32 would lose int32 units).
         work = np.float64 if dt.itemsize > 4 or (np.issubdtype(dt, np.integer) and dt.itemsize > 2) else np.float32
         x = np.asarray(a, dtype=work) * work(self.scale) + work(self.lo)
-        if dt == bool:
+        if dt.kind == "b":
             return x >= 0.5
         if np.issubdtype(dt, np.integer):
             info = np.iinfo(dt)
