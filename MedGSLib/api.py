@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,17 +203,8 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
 
 
 def environment() -> dict:
-    import torch
-    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "platform": platform.platform()}
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        from importlib.metadata import version
-        env["medgs"] = version("medgs")
-    except Exception:
-        env["medgs"] = "source"
-    return env
+    from .run_environment import environment as _environment
+    return _environment()
 
 
 def run_to_files(input_path, out_dir, *, labels_path=None, factor=None, spacing=None, axis="auto", keep_every=1,

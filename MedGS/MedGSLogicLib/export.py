@@ -180,11 +180,10 @@ def _labelmap_entries(labels_node, values) -> dict[int, LabelEntry]:
 
 
 def _fallback_color(v: int) -> tuple[float, float, float]:
-    # A fixed, well-spread hue per label value: the same label always gets the same colour.
-    h = (int(v) * 0.618033988749895) % 1.0
-    import colorsys
+    # the engine's default colour (one owner: MedGSLib.labels), so the CLI and Slicer agree
+    from MedGSLib.labels import default_color   # numpy only at import: cheap inside Slicer
 
-    return tuple(float(c) for c in colorsys.hsv_to_rgb(h, 0.65, 0.95))
+    return default_color(v)
 
 
 def _export_segmentation(scene, seg_node, volume_node, path: Path) -> dict[int, LabelEntry]:

@@ -364,11 +364,5 @@ def _device_text(device: str, medgs_info: dict) -> str:
 
 
 def _environment() -> dict:
-    import sys
-
-    env = {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform()}
-    for mod in ("scipy", "skimage", "cv2", "SimpleITK", "torch"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            env[mod] = getattr(m, "__version__", None) or getattr(m, "Version", lambda: None)()
-    return env
+    from ..run_environment import environment
+    return environment()

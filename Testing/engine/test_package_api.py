@@ -29,3 +29,26 @@ def test_interpolate_called_twice(monkeypatch):
         shapes.append((out.shape, out.geometry.spacing))
         assert callable(MedGSLib.interpolate)
     assert shapes == [((7, 6, 5), (1.0, 1.0, 1.0))] * 2
+
+
+def test_one_environment_record_for_run_json_and_eval_reports():
+    import platform
+    import sys
+    from MedGSLib import api
+    from MedGSLib.evaluation import run as eval_run
+    env = api.environment()
+    assert env == eval_run._environment()
+    assert env["python"] == platform.python_version() and env["numpy"] == np.__version__
+    assert ("torch" in env) == ("torch" in sys.modules)
+
+
+def test_slicer_and_engine_default_label_colours_agree():
+    """One owner (labels.default_color): the Slicer module's fallback colour is the engine's."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "MedGS"))
+    try:
+        from MedGSLogicLib import export
+    finally:
+        sys.path.pop(0)
+    from MedGSLib.labels import default_color
+    assert [export._fallback_color(v) for v in (1, 2, 7, 255)] == [default_color(v) for v in (1, 2, 7, 255)]
