@@ -65,6 +65,12 @@ def _stem_and_suffix(path: Path) -> tuple[str, str]:
         return path.stem, path.suffix
 
 
+def volume_stem(path: str | os.PathLike) -> str:
+    """The file name without its volume extension (ct.nii.gz -> ct, seg.seg.nrrd -> seg); the one
+    rule for output, case and mesh names. Unknown extensions lose their last suffix."""
+    return _stem_and_suffix(Path(path))[0]
+
+
 def _temp_name(path: Path) -> Path:
     """`<name>.tmp-<pid><suffix>` next to `path`: same folder (os.replace stays on one file
     system) and same extension (writers pick the format and compression from it)."""

@@ -20,10 +20,7 @@ from ..geometry import Volume
 from . import metrics, protocol
 from .errors import UnknownMethodError
 
-INTENSITY_METHODS = ("medgs", "linear", "bspline", "nearest", "optflow")
-LABEL_METHODS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
-CLASSICAL_INTENSITY = ("linear", "bspline", "nearest", "optflow")
-CLASSICAL_LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour")
+from .methods import CLASSICAL_INTENSITY, CLASSICAL_LABELS, INTENSITY_METHODS, LABEL_METHODS  # noqa: F401
 
 # Which direction is better, per reported metric.
 HIGHER_IS_BETTER = {"psnr": True, "psnr_slice_mean": True, "ssim": True, "dice": True,

@@ -52,3 +52,23 @@ def test_slicer_and_engine_default_label_colours_agree():
         sys.path.pop(0)
     from MedGSLib.labels import default_color
     assert [export._fallback_color(v) for v in (1, 2, 7, 255)] == [default_color(v) for v in (1, 2, 7, 255)]
+
+
+def test_one_extension_rule_for_output_case_and_mesh_names():
+    from MedGSLib.cli.mesh import _strip_ext
+    from MedGSLib.evaluation.command import case_name
+    from MedGSLib.io import volume_stem
+    for name, stem in [("ct.nii.gz", "ct"), ("a.seg.nrrd", "a"), ("B.NII.GZ", "B"), ("c.nhdr", "c"),
+                       ("d.mha", "d"), ("e.mhd", "e"), ("f.nii", "f"), ("g.nrrd", "g")]:
+        assert volume_stem(name) == case_name(name) == _strip_ext(name) == stem
+
+
+def test_one_list_of_eval_method_names():
+    from MedGSLib.cli.eval import _INTENSITY, _LABELS
+    from MedGSLib.evaluation import command, methods, run
+    from MedGSLib.evaluation.baselines_intensity import INTENSITY_BASELINES
+    from MedGSLib.evaluation.baselines_labels import LABEL_BASELINES
+    assert _INTENSITY is methods.INTENSITY_METHODS is command.DEFAULT_METHODS is run.INTENSITY_METHODS
+    assert _LABELS is methods.LABEL_METHODS is command.DEFAULT_LABEL_METHODS is run.LABEL_METHODS
+    assert set(INTENSITY_BASELINES) == set(methods.CLASSICAL_INTENSITY)
+    assert set(LABEL_BASELINES) == set(methods.CLASSICAL_LABELS)
