@@ -245,8 +245,8 @@ def export_inputs(scene, volume_node, labels_node, job_dir: Path) -> ExportedInp
                 raise InputError(f"label map '{labels_node.GetName()}' is empty (it has no voxels)")
             _check_same_grid(volume_node, labels_node)
             array = _voxels(labels_node)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.mod(array, 1), 0)):
-                raise InputError(f"label map '{labels_node.GetName()}' holds non-integer values; labels must be integers")
+            from MedGSLib.label_arrays import check_whole_numbers   # numpy only: cheap inside Slicer
+            check_whole_numbers(array, f"label map '{labels_node.GetName()}'")
             values = sorted(int(v) for v in np.unique(array) if v != 0)
             if not values:
                 raise InputError(f"label map '{labels_node.GetName()}' is empty (all voxels are 0)")

@@ -111,8 +111,8 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
     if labels is not None:
         lab = protocol.slice_first(labels.array, image_axis)[: plan.n_use]
         if not np.issubdtype(lab.dtype, np.integer):
-            if not np.array_equal(lab, np.round(lab)):
-                raise InputError("the label map holds non-integer values")
+            from ..label_arrays import check_whole_numbers
+            check_whole_numbers(lab, "the label map")
             lab = lab.astype(np.int64)
         truth_labels = np.ascontiguousarray(lab)
         present = [int(v) for v in np.unique(truth_labels) if v != 0]

@@ -72,3 +72,21 @@ def test_one_list_of_eval_method_names():
     assert _LABELS is methods.LABEL_METHODS is command.DEFAULT_LABEL_METHODS is run.LABEL_METHODS
     assert set(INTENSITY_BASELINES) == set(methods.CLASSICAL_INTENSITY)
     assert set(LABEL_BASELINES) == set(methods.CLASSICAL_LABELS)
+
+
+def test_one_whole_numbers_check_and_label_dtype():
+    import pytest
+    from MedGSLib import io
+    from MedGSLib.errors import InputError
+    from MedGSLib.evaluation import baselines_labels
+    from MedGSLib.label_arrays import as_label_array, check_whole_numbers, label_dtype
+    soft = np.array([[[0.0, 1.0], [2.5, np.nan]]] * 2)
+    for call, what in [(lambda: check_whole_numbers(soft, "x"), "x"), (lambda: io._as_label_array(soft, "f.nii"), "f.nii"),
+                       (lambda: baselines_labels._check(soft, 2), "the kept label slices")]:
+        with pytest.raises(InputError) as err:
+            call()
+        assert str(err.value) == f"{what} is not a label map: it has 4 non-integer values (e.g. 2.5)"
+    assert [label_dtype(lo, hi) for lo, hi in [(1, 255), (-3, 2), (0, 256), (0, 70000), (-1, 40000)]] == [
+        np.uint8, np.int8, np.uint16, np.uint32, np.int32]
+    assert io.smallest_label_dtype(np.array([3.0, 300.0])) == np.uint16
+    assert as_label_array(np.array([1.0, 2.0])).dtype == np.uint8
