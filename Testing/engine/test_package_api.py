@@ -22,7 +22,7 @@ def test_interpolate_called_twice(monkeypatch):
     """README's API: MedGSLib.interpolate(vol, factor=2) twice (it raised TypeError on the second call)."""
     from MedGSLib import config
     vol = Volume(np.linspace(0, 1, 4 * 6 * 5, dtype=np.float32).reshape(4, 6, 5), Geometry((1.0, 1.0, 2.0)))
-    cfg = config.resolve_config("fast", "cpu", iterations=2, max_gaussians=200)
+    cfg = config.resolve_config("fast", "cpu", ["model.num_points=60"], iterations=2, max_gaussians=200)
     shapes = []
     for _ in range(2):
         out = MedGSLib.interpolate(vol, factor=2, config=cfg)
