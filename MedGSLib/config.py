@@ -355,7 +355,10 @@ def resolve_config(preset_name: str = "fast", device: str = "auto", overrides=No
 def _resolves_to_cpu(device: str, cuda_available: bool | None = None) -> bool:
     if device in ("", "auto"):
         if cuda_available is None:
-            import torch
+            try:
+                import torch
+            except ImportError:     # no torch: training will say so; the config is the CPU one
+                return True
             cuda_available = torch.cuda.is_available()
         return not cuda_available
     return device == "cpu"
