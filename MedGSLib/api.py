@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig, preset
+from .config import TrainConfig, resolve_config
 from .errors import InputError
 from .geometry import Volume, numpy_axis
 
@@ -40,39 +39,9 @@ class RunResult:
     files: dict = field(default_factory=dict)
 
 
-def default_config(preset_name: str = "fast", device: str = "auto", **overrides) -> TrainConfig:
-    cfg = preset(preset_name)
-    cfg.device = device
-    if preset_name in ("fast", "quality") and _resolves_to_cpu(device):
-        # the pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that
-        # a small case finishes in minutes (quality is lower than on a GPU; see README Results)
-        cfg.schedule.iterations = 300
-        cfg.schedule.frames_per_step = 4
-        cfg.model.num_points = 20_000
-        cfg.model.max_gaussians = 40_000
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k == "iterations":
-            cfg.schedule.iterations = int(v)
-        elif k == "seed":
-            cfg.seed = int(v)
-        elif k == "max_gaussians":
-            cfg.model.max_gaussians = int(v)
-        elif k == "poly_degree":
-            cfg.model.poly_degree = int(v)
-        elif k == "renderer":
-            cfg.renderer = v
-        else:
-            raise InputError(f"unknown option {k!r}")
-    return cfg
-
-
-def _resolves_to_cpu(device) -> bool:
-    if device in (None, "", "auto"):
-        import torch
-        return not torch.cuda.is_available()
-    return str(device) == "cpu"
+def default_config(preset_name: str = "fast", device: str = "auto", **options) -> TrainConfig:
+    """config.resolve_config without overrides (kept for API users)."""
+    return resolve_config(preset_name, device, **options)
 
 
 def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None, masks=None, mask_frames=None,
@@ -88,7 +57,7 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     labels.decode(support=...)).
     """
     import torch
-    from .interpolate import paste_known, render_positions, target_positions
+    from .slice_grid import paste_known, render_positions, target_positions
     from .train import Trainer
     cfg = config or default_config()
     if frames is None and masks is None:
@@ -238,7 +207,7 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
                 raise InputError("need at least 2 annotated slices to interpolate labels between them")
             mask_frames = [int(i) for i in ann]
     F = len(kept)
-    from .interpolate import target_positions
+    from .slice_grid import target_positions
     positions = target_positions(F, factor=None if ratio is not None else factor_used, spacing_ratio=ratio)
     inplane = min(float(s) for a, s in enumerate(base.geometry.spacing) if a != image_axis)
     res = interpolate_array(frames, None, positions=positions, masks=masks, mask_frames=mask_frames, config=cfg,
@@ -276,17 +245,8 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
 
 
 def environment() -> dict:
-    import torch
-    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "platform": platform.platform()}
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        from importlib.metadata import version
-        env["medgs"] = version("medgs")
-    except Exception:
-        env["medgs"] = "source"
-    return env
+    from .run_environment import environment as _environment
+    return _environment()
 
 
 DEFAULT_MAX_OUTPUT_GB = 4.0
@@ -439,7 +399,7 @@ def _planned_output(base: Volume, factor, spacing, axis, step: int) -> tuple[int
     import math
 
     from . import frames as fr
-    from .interpolate import target_positions
+    from .slice_grid import target_positions
     image_axis = fr.choose_axis(base.geometry, axis)
     ax = numpy_axis(image_axis)
     shape = base.array.shape

@@ -105,7 +105,11 @@ class Checkpointing:
                  "torch_rng": torch.get_rng_state(),
                  "loop": {"psnr_window": [float(x) for x in loop["psnr_window"]],
                           "last_check": None if loop["last_check"] is None else float(loop["last_check"]),
-                          "isects": int(loop["isects"])}}
+                          "isects": int(loop["isects"]),
+                          # self-validation (selfcheck.py): the shortened plan and the early-stop state
+                          "iters": int(loop.get("iters", trainer.cfg.schedule.iterations)),
+                          "val_best": float(loop.get("val_best", float("-inf"))),
+                          "val_stale": int(loop.get("val_stale", 0))}}
         try:
             save_torch(state, self.path, overwrite=True)
         except (MedGSError, OSError) as err:

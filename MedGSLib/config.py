@@ -98,35 +98,101 @@ class OptimConfig:
 
 
 @dataclass
+class FlowConfig:
+    """Motion fields of the in-between targets (flow.py; used when loss.ibfr_target == "flow")."""
+    levels: int = 4             # pyramid levels (factor 2 each)
+    iterations: int = 60        # Adam steps per level
+    lr: float = 0.25            # Adam step in pixels of the current level
+    smooth: float = 1.0         # weight of the squared first differences of the field
+    eps: float = 1e-3           # Charbonnier epsilon (intensity units, frames in [0, 1])
+    stride: int = 4             # the field is fitted on a grid this many pixels apart, then upsampled
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "schedule": ScheduleConfig,
+             "densify": DensifyConfig, "optim": OptimConfig, "flow": FlowConfig}
+# top-level options an override may set (device and preset are chosen by resolve_config's arguments)
+_TOP_LEVEL = ("seed", "renderer")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     renderer: str = "auto"          # auto | torch | gsplat
+    # the preset it started from, "+cpu" when the CPU variant was applied, "+overrides" when
+    # options were set over it (e.g. "fast+cpu+overrides"); `adjustments` says what and why
     preset: str = "paper"
+    adjustments: list = field(default_factory=list)     # [{"what": ..., "why": ...}], for run.json
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        kw = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            sub = {"model": ModelConfig, "loss": LossConfig, "schedule": ScheduleConfig,
-                   "densify": DensifyConfig, "optim": OptimConfig}.get(f.name)
-            if sub is not None:
-                known = {x.name for x in dataclasses.fields(sub)}
-                v = sub(**{k: (tuple(x) if isinstance(x, list) else x) for k, x in v.items() if k in known})
-            kw[f.name] = v
-        return cls(**kw)
+        """The inverse of to_dict (checkpoints, run.json); an unknown section or key, or a value
+        of the wrong type, raises one InputError naming it."""
+        if not isinstance(d, dict):
+            raise InputError(f"a training config must be an object, got {type(d).__name__}")
+        cfg = cls()
+        known = set(_SECTIONS) | set(_TOP_LEVEL) | {"device", "preset", "adjustments"}
+        for key, value in d.items():
+            if key not in known:
+                raise InputError(f"unknown config section {key!r}; known: {sorted(known)}")
+            if key in _SECTIONS:
+                if not isinstance(value, dict):
+                    raise InputError(f"config section {key!r} must be an object, got {value!r}")
+                for name, v in value.items():
+                    _set_option(cfg, key, name, v)
+            elif key == "adjustments":
+                cfg.adjustments = [dict(a) for a in value]
+            else:
+                setattr(cfg, key, _typed(key, getattr(cfg, key), value))
+        return cfg
+
+
+def _set_option(cfg: TrainConfig, section: str, name: str, value):
+    """cfg.<section>.<name> = value (section "" for top-level options), type-checked; returns the old value."""
+    if section == "":
+        if name not in _TOP_LEVEL:
+            raise InputError(f"unknown option {name!r}; top-level options: {', '.join(_TOP_LEVEL)}")
+        obj = cfg
+    elif section in _SECTIONS:
+        obj = getattr(cfg, section)
+    else:
+        raise InputError(f"unknown config section {section!r}; known: {sorted(_SECTIONS)}")
+    key = f"{section}.{name}" if section else name
+    if section and name not in {f.name for f in dataclasses.fields(obj)}:
+        known = ", ".join(f.name for f in dataclasses.fields(obj))
+        raise InputError(f"unknown option {key!r}; {section} has: {known}")
+    old = getattr(obj, name)
+    setattr(obj, name, _typed(key, old, value))
+    return old
+
+
+def _typed(key: str, old, value):
+    """`value` in the type of the option it replaces (ints widen to floats, lists to tuples)."""
+    if isinstance(old, bool) or isinstance(old, str):
+        ok = type(value) is type(old)
+    elif isinstance(old, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(old, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(old, tuple):
+        ok = isinstance(value, (tuple, list)) and len(value) == len(old) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        value = tuple(float(v) for v in value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise InputError(f"option {key!r} takes a {type(old).__name__}, got {value!r}")
+    return value
 
 
 def paper_preset() -> TrainConfig:
@@ -196,43 +262,111 @@ def preset(name: str) -> TrainConfig:
     return PRESETS[name]()
 
 
-def apply_overrides(cfg: TrainConfig, items) -> TrainConfig:
-    """Set options given as "section.name=value" (e.g. "loss.ibfr=1.0", "schedule.iterations=3000").
-
-    Values are Python literals ("flow" may be given without quotes); each must have the type of
-    the option it replaces. Unknown names or wrong types raise one InputError naming the item.
-    """
+def parse_override(item: str) -> tuple[str, str, object]:
+    """"section.name=value" -> (section, name, value); values are Python literals ("flow" may be
+    given without quotes). Top-level options are written without a section ("seed=3")."""
     import ast
+    key, sep, text = str(item).partition("=")
+    sect, dot, name = key.strip().rpartition(".")
+    if not sep or (not dot and name not in _TOP_LEVEL) or (dot and sect not in _SECTIONS):
+        raise InputError(f"bad option {item!r}: write SECTION.NAME=VALUE with SECTION one of {sorted(_SECTIONS)}")
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text.strip()
+    return sect, name, value
+
+
+def apply_overrides(cfg: TrainConfig, items, source: str = "--set") -> TrainConfig:
+    """Set options over `cfg` and record each in cfg.adjustments (why = `source`).
+
+    `items`: "section.name=value" strings (`--set`), or a nested {section: {name: value}} mapping
+    (job.json's `config`). Unknown names or wrong types raise one InputError naming the item.
+    """
     if not items:
         return cfg
-    sections = {f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
-    for item in items or ():
-        key, sep, text = str(item).partition("=")
-        sect, dot, name = key.strip().partition(".")
-        if not sep or not dot or sect not in sections:
-            raise InputError(f"bad option {item!r}: write SECTION.NAME=VALUE with SECTION one of {sorted(sections)}")
-        obj = getattr(cfg, sect)
-        if name not in {f.name for f in dataclasses.fields(obj)}:
-            known = ", ".join(f.name for f in dataclasses.fields(obj))
-            raise InputError(f"unknown option {key!r}; {sect} has: {known}")
-        old = getattr(obj, name)
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = text.strip()
-        if isinstance(old, bool) or isinstance(old, str):
-            ok = type(value) is type(old)
-        elif isinstance(old, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(old, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(old, tuple):
-            ok = isinstance(value, (tuple, list)) and len(value) == len(old)
-            value = tuple(float(v) for v in value) if ok else value
-        else:
-            ok = True
-        if not ok:
-            raise InputError(f"option {key!r} takes a {type(old).__name__}, got {text.strip()!r}")
-        setattr(obj, name, value)
+    if isinstance(items, dict):
+        triples = []
+        for section, values in items.items():
+            if section in _TOP_LEVEL:
+                triples.append(("", section, values))
+            elif section not in _SECTIONS:
+                raise InputError(f"unknown config section {section!r}; known: {sorted(_SECTIONS)}")
+            elif not isinstance(values, dict):
+                raise InputError(f"config section {section!r} must be an object, got {values!r}")
+            else:
+                triples += [(section, name, v) for name, v in values.items()]
+    elif isinstance(items, str):
+        triples = [parse_override(items)]
+    else:
+        triples = [parse_override(item) for item in items]
+    return _apply(cfg, triples, source)
+
+
+def _apply(cfg: TrainConfig, triples, source: str) -> TrainConfig:
+    for section, name, value in triples:
+        old = _set_option(cfg, section, name, value)
+        new = getattr(getattr(cfg, section) if section else cfg, name)
+        key = f"{section}.{name}" if section else name
+        cfg.adjustments.append({"what": f"{key} = {new!r} (was {old!r})", "why": source})
+    if triples and not cfg.preset.endswith("+overrides"):
+        cfg.preset += "+overrides"
     return cfg
+
+
+def cpu_variant(cfg: TrainConfig) -> list[dict]:
+    """The CPU variant of the short presets; returns what it changed and why.
+
+    The pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that a
+    small case finishes in minutes (quality is lower than on a GPU; see README Results).
+    """
+    why = "CPU variant of the preset: the pure-torch renderer on a CPU needs a lighter schedule"
+    changes = {"schedule.iterations": 300, "schedule.frames_per_step": 4,
+               "model.num_points": 20_000, "model.max_gaussians": 40_000}
+    out = []
+    for key, value in changes.items():
+        section, name = key.split(".")
+        old = _set_option(cfg, section, name, value)
+        out.append({"what": f"{key} = {value!r} (was {old!r})", "why": why})
+    return out
+
+
+# options the entry points expose as plain arguments (--iterations, --seed, ...)
+SHORTCUTS = {"iterations": ("schedule", "iterations"), "seed": ("", "seed"),
+             "max_gaussians": ("model", "max_gaussians"), "poly_degree": ("model", "poly_degree"),
+             "renderer": ("", "renderer")}
+
+
+def resolve_config(preset_name: str = "fast", device: str = "auto", overrides=None, *,
+                   cuda_available: bool | None = None, source: str = "--set", **options) -> TrainConfig:
+    """The one way to build a training config, for every entry point (API, CLI, worker, eval).
+
+    preset -> its CPU variant when `device` resolves to the CPU (fast and quality only) ->
+    `options` (iterations, seed, max_gaussians, poly_degree, renderer; None = not given) ->
+    `overrides` ("section.name=value" strings or a {section: {name: value}} mapping). Later
+    steps win, so `iterations=` keeps the CPU variant's other settings. Every change is recorded
+    in `cfg.adjustments` ({"what", "why"}, written to run.json); `cfg.preset` says it happened.
+    """
+    cfg = preset(preset_name)
+    cfg.device = str(device or "auto")
+    if preset_name in ("fast", "quality") and _resolves_to_cpu(cfg.device, cuda_available):
+        cfg.adjustments += cpu_variant(cfg)
+        cfg.preset += "+cpu"
+    unknown = sorted(set(options) - set(SHORTCUTS))
+    if unknown:
+        raise InputError(f"unknown option {unknown[0]!r}; known: {', '.join(SHORTCUTS)}")
+    _apply(cfg, [SHORTCUTS[k] + (v,) for k, v in options.items() if v is not None], source="entry-point option (--iterations, --seed, ...)")
+    apply_overrides(cfg, overrides, source=source)
+    return cfg
+
+
+def _resolves_to_cpu(device: str, cuda_available: bool | None = None) -> bool:
+    if device in ("", "auto"):
+        if cuda_available is None:
+            try:
+                import torch
+            except ImportError:     # no torch: training will say so; the config is the CPU one
+                return True
+            cuda_available = torch.cuda.is_available()
+        return not cuda_available
+    return device == "cpu"

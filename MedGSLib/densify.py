@@ -1,4 +1,11 @@
-"""Adaptive density control of the released code (method.md s4): clone, split, prune, reset.
+"""Adaptive density control of the released code (method.md s4), as a strategy in gsplat's shape.
+
+- `DensifyState`: the running statistics per Gaussian between events (explicit, checkpointed).
+- `DensifyStrategy`: the schedule and the rules; `check_sanity` once before training, then
+  `step_post_backward` every step after the optimiser step (it reads the step's gradients).
+- Primitives shared by every rule: `clone`, `split`, `prune`, `reset_opacity`. They change the
+  parameter rows through the optimiser (its Adam moments follow the rows) and keep a dict of
+  per-row tensors aligned (new rows get 0).
 
 Spatial statistic: per step, the NDC-scaled norm of d loss / d means2d (pixel gradient x W/2,
 H/2), max over the step's training frames, averaged over the steps where the Gaussian was
@@ -8,20 +15,28 @@ Clone small (or temporally narrow) Gaussians, split big (or temporally wide) one
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .model import EXTENT
 
+# every model has these; a head adds opacity (image) and/or seg_opacity (labels)
+REQUIRED_KEYS = ("xyz", "scaling", "rotation", "m", "sigma", "w")
+
 
 class DensifyState:
-    def __init__(self, n: int, device):
-        import torch
-        self.grad = torch.zeros(n, device=device)
-        self.tgrad = torch.zeros(n, device=device)
-        self.denom = torch.zeros(n, device=device)
-        self.max_radii = torch.zeros(n, device=device)
+    """grad, tgrad (sums of the spatial / temporal statistic), denom (steps visible), max_radii (px)."""
 
-    def resize(self, n: int):
-        self.__init__(n, self.grad.device)
+    KEYS = ("grad", "tgrad", "denom", "max_radii")
+
+    def __init__(self, n: int, device):
+        self.reset(n, device)
+
+    def reset(self, n: int, device=None):
+        """Zero statistics for n Gaussians (after an event the rows have changed)."""
+        import torch
+        device = device if device is not None else self.grad.device
+        for k in self.KEYS:
+            setattr(self, k, torch.zeros(n, device=device))
 
     def update(self, gauss_ids, means2d_grad, radii, width: int, height: int, m_grad, n: int,
                grad_scale: float = 1.0):
@@ -44,87 +59,171 @@ class DensifyState:
             self.tgrad += m_grad.abs().reshape(-1) * vf
 
 
-def densify_and_prune(model, opt, state: DensifyState, cfg, generator, *, big_prune: bool,
-                      max_gaussians: int) -> dict:
-    """One densification event; returns counts for the log."""
+# ------------------------------------------------------------------------------- primitives
+def clone(opt, mask, rows: dict | None = None) -> dict:
+    """Append exact copies (m, sigma, w included) of the rows in `mask`; returns `rows` extended."""
+    rows = dict(rows or {})
+    n_new = int(mask.sum())
+    if n_new:
+        opt.append_rows({k: v.detach()[mask] for k, v in opt.params.items()})
+        rows = {k: _extend(v, n_new) for k, v in rows.items()}
+    return rows
+
+
+def split(opt, mask, generator, rows: dict | None = None, factor: float = 1.6) -> dict:
+    """Replace each Gaussian in `mask` (may be shorter than N: the rest count as False) by two
+    children sampled inside it, scales / `factor`; returns `rows` extended and filtered."""
     import torch
-    p = model.params
-    n0 = model.n
-    denom = state.denom.clamp_min(1)
-    grads = state.grad / denom
-    tgrads = state.tgrad / denom
-    with torch.no_grad():
-        max_scale = torch.exp(p["scaling"]).max(1).values
-        sig = torch.exp(p["sigma"][:, 0])
-        thr_s = cfg.percent_dense * EXTENT
-        hot_s = grads >= cfg.grad_threshold
-        hot_t = tgrads >= cfg.time_grad_threshold
-        clone = (hot_s & (max_scale <= thr_s)) | (hot_t & (sig <= 1.0))
-        split = (hot_s & (max_scale > thr_s)) | (hot_t & (sig >= 1.0))
-        # respect the cap: keep the strongest candidates
-        room = max(0, max_gaussians - n0)
-        if cfg.max_growth > 0:
-            room = min(room, int(cfg.max_growth * n0))
-        n_clone, n_split = int(clone.sum()), int(split.sum())
-        if n_clone + n_split > room:
-            score = torch.maximum(grads / cfg.grad_threshold, tgrads / cfg.time_grad_threshold)
-            cand = clone | split
-            k = room // 2
-            keep = torch.zeros_like(cand)
-            if k > 0:
-                idx = torch.where(cand)[0]
-                top = idx[torch.topk(score[idx], min(k, idx.numel())).indices]
-                keep[top] = True
-            clone &= keep
-            split &= keep
-            n_clone, n_split = int(clone.sum()), int(split.sum())
-        # clone: exact copies (m, sigma, w included)
-        radii = state.max_radii            # follows the rows through clone/split (0 for new rows)
-        if n_clone:
-            opt.append_rows({k: v.detach()[clone] for k, v in p.items()})
-            radii = torch.cat([radii, radii.new_zeros(n_clone)])
-        # split: two children sampled inside the parent, scales / 1.6, parent removed
-        if n_split:
-            split_full = torch.cat([split, torch.zeros(model.n - n0, dtype=torch.bool, device=split.device)])
-            parents = {k: v.detach()[split_full] for k, v in model.params.items()}
-            s = torch.exp(parents["scaling"]).repeat(2, 1)
-            eps = torch.randn(s.shape, generator=generator).to(s.device)
-            theta = torch.sigmoid(parents["rotation"][:, 0]).repeat(2) * (2 * math.pi)
-            c, sn = torch.cos(theta), torch.sin(theta)
-            loc = s * eps
-            offset = torch.stack([c * loc[:, 0] + sn * loc[:, 1], -sn * loc[:, 0] + c * loc[:, 1]], 1)
-            children = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in parents.items()}
-            children["xyz"] = children["xyz"] + offset
-            children["scaling"] = torch.log(s / 1.6)
-            opt.append_rows(children)
-            keep_rows = torch.cat([~split_full, torch.ones(2 * n_split, dtype=torch.bool, device=split.device)])
-            opt.keep_rows(keep_rows)
-            radii = torch.cat([radii, radii.new_zeros(2 * n_split)])[keep_rows]
-        # prune
-        p = model.params
-        op = torch.sigmoid(p["opacity"][:, 0]) if "opacity" in p else None
-        low = op < cfg.min_opacity if op is not None else None
-        if "seg_opacity" in p:
-            sop = torch.sigmoid(p["seg_opacity"][:, 0]) < cfg.min_opacity
-            low = sop if low is None else (low & sop)
-        prune = low
-        if big_prune:
-            # radii of clones/children are unknown (0) this round: only the originals can be too big on screen
-            big_screen = radii > cfg.max_screen_radius
-            big_world = torch.exp(p["scaling"]).max(1).values > cfg.big_scale * EXTENT
-            prune = prune | big_screen | big_world
-        n_pruned = int(prune.sum())
-        if n_pruned and n_pruned < model.n:
-            opt.keep_rows(~prune)
-    state.resize(model.n)
-    return {"cloned": n_clone, "split": n_split, "pruned": n_pruned, "n": model.n}
+    rows = dict(rows or {})
+    n_split = int(mask.sum())
+    if not n_split:
+        return rows
+    n = opt.params["xyz"].shape[0]
+    full = torch.cat([mask, torch.zeros(n - mask.numel(), dtype=torch.bool, device=mask.device)])
+    parents = {k: v.detach()[full] for k, v in opt.params.items()}
+    s = torch.exp(parents["scaling"]).repeat(2, 1)
+    eps = torch.randn(s.shape, generator=generator).to(s.device)
+    theta = torch.sigmoid(parents["rotation"][:, 0]).repeat(2) * (2 * math.pi)
+    c, sn = torch.cos(theta), torch.sin(theta)
+    loc = s * eps
+    offset = torch.stack([c * loc[:, 0] + sn * loc[:, 1], -sn * loc[:, 0] + c * loc[:, 1]], 1)
+    children = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in parents.items()}
+    children["xyz"] = children["xyz"] + offset
+    children["scaling"] = torch.log(s / factor)
+    opt.append_rows(children)
+    keep = torch.cat([~full, torch.ones(2 * n_split, dtype=torch.bool, device=mask.device)])
+    opt.keep_rows(keep)
+    return {k: _extend(v, 2 * n_split)[keep] for k, v in rows.items()}
+
+
+def prune(opt, mask, rows: dict | None = None) -> dict:
+    """Remove the rows in `mask`; returns `rows` filtered the same way."""
+    opt.keep_rows(~mask)
+    return {k: v[~mask] for k, v in (rows or {}).items()}
 
 
 def reset_opacity(model, opt, ceiling: float = 0.01):
-    """Opacity reset: o = min(o, 0.01) on every head, with fresh Adam moments."""
+    """Opacity reset: o = min(o, ceiling) on every trained head, with fresh Adam moments."""
     import torch
     for k in ("opacity", "seg_opacity"):
         if k in model.params and k in opt.trainable:
             v = model.params[k].detach()
             lim = math.log(ceiling / (1 - ceiling))
             opt.reset_tensor(k, torch.minimum(v, torch.full_like(v, lim)))
+
+
+def _extend(t, n_new: int):
+    import torch
+    return torch.cat([t, t.new_zeros((n_new,) + tuple(t.shape[1:]))])
+
+
+# ------------------------------------------------------------------------------- strategy
+@dataclass
+class DensifyStrategy:
+    """The released schedule: statistics until `densify_until`, an event every `densify_every`
+    after `densify_from`, big-Gaussian pruning after `big_prune_from`, opacity resets."""
+
+    cfg: object             # config.DensifyConfig
+    schedule: object        # config.ScheduleConfig
+    max_gaussians: int
+
+    @classmethod
+    def from_config(cls, train_cfg) -> "DensifyStrategy":
+        return cls(train_cfg.densify, train_cfg.schedule, train_cfg.model.max_gaussians)
+
+    def initialize_state(self, n: int, device) -> DensifyState:
+        return DensifyState(n, device)
+
+    def check_sanity(self, params: dict, opt) -> None:
+        """The parameters densification edits: the required keys, one row count, owned by `opt`."""
+        missing = [k for k in REQUIRED_KEYS if k not in params]
+        if missing or not ({"opacity", "seg_opacity"} & set(params)):
+            raise ValueError(f"densification needs {REQUIRED_KEYS} and an opacity; missing {missing or ['opacity']}")
+        rows = {k: int(v.shape[0]) for k, v in params.items()}
+        if len(set(rows.values())) != 1:
+            raise ValueError(f"parameter tensors disagree on the number of Gaussians: {rows}")
+        if opt.params is not params:
+            raise ValueError("the optimiser does not hold the model's parameter dict: row surgery would desync them")
+
+    def step_post_backward(self, model, opt, state: DensifyState, step: int, splat_info, generator):
+        """After the step's backward and optimiser step: accumulate statistics, then run the
+        step's event (returns its counts) and/or opacity reset; None when no event ran."""
+        sc = self.schedule
+        if step >= sc.at(sc.densify_until):
+            return None
+        if splat_info is not None:
+            sp, nf, _ = splat_info
+            g = sp.means2d.grad
+            if g is not None:
+                sel = sp.frame_ids < nf
+                m_grad = model.params["m"].grad
+                # loss is a mean over the step's frames: scale to the released 3-frame window
+                state.update(sp.gauss_ids[sel], g[sel], sp.radii[sel], sp.width, sp.height,
+                             m_grad, model.n, grad_scale=nf / 3.0)
+        counts = None
+        if step > sc.at(sc.densify_from) and step % sc.at(sc.densify_every) == 0:
+            counts = self.densify_and_prune(model, opt, state, generator, big_prune=step > sc.at(sc.big_prune_from))
+        if step % sc.at(sc.opacity_reset_every) == 0:
+            reset_opacity(model, opt)
+        return counts
+
+    def select(self, state: DensifyState, params: dict, room: int):
+        """(clone, split) masks: hot and small -> clone, hot and big -> split, at most `room` rows added."""
+        import torch
+        cfg = self.cfg
+        denom = state.denom.clamp_min(1)
+        grads, tgrads = state.grad / denom, state.tgrad / denom
+        max_scale = torch.exp(params["scaling"]).max(1).values
+        sig = torch.exp(params["sigma"][:, 0])
+        thr_s = cfg.percent_dense * EXTENT
+        hot_s = grads >= cfg.grad_threshold
+        hot_t = tgrads >= cfg.time_grad_threshold
+        clone_m = (hot_s & (max_scale <= thr_s)) | (hot_t & (sig <= 1.0))
+        split_m = (hot_s & (max_scale > thr_s)) | (hot_t & (sig >= 1.0))
+        if int(clone_m.sum()) + int(split_m.sum()) > room:
+            # over the cap: keep the strongest candidates (room // 2: a split adds two rows)
+            score = torch.maximum(grads / cfg.grad_threshold, tgrads / cfg.time_grad_threshold)
+            cand = clone_m | split_m
+            k = room // 2
+            keep = torch.zeros_like(cand)
+            if k > 0:
+                idx = torch.where(cand)[0]
+                keep[idx[torch.topk(score[idx], min(k, idx.numel())).indices]] = True
+            clone_m, split_m = clone_m & keep, split_m & keep
+        return clone_m, split_m
+
+    def prune_mask(self, params: dict, max_radii, big_prune: bool):
+        """Transparent on every head; after `big_prune_from` also too big on screen or in the world."""
+        import torch
+        cfg = self.cfg
+        low = torch.sigmoid(params["opacity"][:, 0]) < cfg.min_opacity if "opacity" in params else None
+        if "seg_opacity" in params:
+            sop = torch.sigmoid(params["seg_opacity"][:, 0]) < cfg.min_opacity
+            low = sop if low is None else (low & sop)
+        if big_prune:
+            # radii of clones/children are unknown (0) this round: only the originals can be too big on screen
+            big_screen = max_radii > cfg.max_screen_radius
+            big_world = torch.exp(params["scaling"]).max(1).values > cfg.big_scale * EXTENT
+            low = low | big_screen | big_world
+        return low
+
+    def densify_and_prune(self, model, opt, state: DensifyState, generator, *, big_prune: bool) -> dict:
+        """One event: clone, split, prune; resets the statistics; returns counts for the log."""
+        import torch
+        with torch.no_grad():
+            n0 = model.n
+            room = max(0, self.max_gaussians - n0)
+            if self.cfg.max_growth > 0:
+                room = min(room, int(self.cfg.max_growth * n0))
+            clone_m, split_m = self.select(state, model.params, room)
+            rows = {"radii": state.max_radii}      # follows the rows through clone/split
+            rows = clone(opt, clone_m, rows)
+            rows = split(opt, split_m, generator, rows)
+            prune_m = self.prune_mask(model.params, rows["radii"], big_prune)
+            n_pruned = int(prune_m.sum())
+            if not n_pruned or n_pruned >= model.n:
+                n_pruned = 0            # never remove every Gaussian
+            else:
+                prune(opt, prune_m, rows)
+        state.reset(model.n)
+        return {"cloned": int(clone_m.sum()), "split": int(split_m.sum()), "pruned": n_pruned, "n": model.n}

@@ -17,17 +17,7 @@ No OpenCV needed, so it runs wherever training runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass
-class FlowConfig:
-    levels: int = 4             # pyramid levels (factor 2 each)
-    iterations: int = 60        # Adam steps per level
-    lr: float = 0.25            # Adam step in pixels of the current level
-    smooth: float = 1.0         # weight of the squared first differences of the field
-    eps: float = 1e-3           # Charbonnier epsilon (intensity units, frames in [0, 1])
-    stride: int = 4             # the field is fitted on a grid this many pixels apart, then upsampled
+from .config import FlowConfig  # a training option: presets and --set reach it there
 
 
 def _grid(h: int, w: int, device):

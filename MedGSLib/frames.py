@@ -37,14 +37,21 @@ def choose_axis(geometry: Geometry, axis: str | int = "auto") -> int:
     if isinstance(axis, str):
         key = axis.strip().lower()
         if key == "auto":
-            sp = np.asarray(geometry.spacing, dtype=float)
-            candidates = np.flatnonzero(sp >= sp.max() * (1.0 - _SPACING_TIE_RTOL))
-            return int(candidates[-1])
+            return auto_axis(geometry.spacing)
         if key in _AXIS_NAMES:
             return _AXIS_NAMES[key]
         if key in ("0", "1", "2"):
             return int(key)
     raise InputError(f"axis must be 'auto', 0, 1, 2, 'i', 'j' or 'k', got {axis!r}")
+
+
+def auto_axis(spacing) -> int:
+    """The "auto" slice axis, the one rule every caller uses (labels, evaluation, the Slicer combo
+    box): the image axis with the largest spacing; spacings within _SPACING_TIE_RTOL of the
+    largest tie, and ties go to the last one (k)."""
+    sp = np.asarray(spacing, dtype=float)
+    candidates = np.flatnonzero(sp >= sp.max() * (1.0 - _SPACING_TIE_RTOL))
+    return int(candidates[-1])
 
 
 def _check_axis(axis: int) -> int:
@@ -166,7 +173,7 @@ class Normalizer:
         # wider targets get float64 (float32 would lose int32 units).
         work = np.float64 if dt.itemsize > 4 or (np.issubdtype(dt, np.integer) and dt.itemsize > 2) else np.float32
         x = np.asarray(a, dtype=work) * work(self.scale) + work(self.lo)
-        if dt == bool:
+        if dt.kind == "b":
             return x >= 0.5
         if np.issubdtype(dt, np.integer):
             info = np.iinfo(dt)

@@ -140,6 +140,13 @@ class Volume:
         return Volume(array, geometry or self.geometry, self.kind, dict(self.labels))
 
 
+def flip_lps_ras(points: np.ndarray) -> np.ndarray:
+    """(..., 3) points LPS -> RAS or RAS -> LPS (x and y negated; its own inverse), dtype kept."""
+    out = np.array(points, copy=True)
+    out[..., :2] *= -1
+    return out
+
+
 def numpy_axis(image_axis: int) -> int:
     """Image axis (0=i/x, 1=j/y, 2=k/z) -> numpy axis of a (Z, Y, X) array."""
     if image_axis not in (0, 1, 2):

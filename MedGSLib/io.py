@@ -43,8 +43,6 @@ _NRRD = (".seg.nrrd", ".nrrd", ".nhdr")
 _DETACHED = (".nhdr", ".mhd")
 
 # Integer types tried in order for label maps: the first that holds every value is used.
-_LABEL_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- paths
@@ -71,6 +69,12 @@ def _stem_and_suffix(path: Path) -> tuple[str, str]:
         return path.name[: -len(ext)], path.name[-len(ext):]
     except InputError:
         return path.stem, path.suffix
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """The file name without its volume extension (ct.nii.gz -> ct, seg.seg.nrrd -> seg); the one
+    rule for output, case and mesh names. Unknown extensions lose their last suffix."""
+    return _stem_and_suffix(Path(path))[0]
 
 
 def _temp_name(path: Path) -> Path:
@@ -487,42 +491,21 @@ def _geometry_from_nifti_header(header, name: str) -> Geometry:
             elif not orthonormal and qcode == 0:
                 raise InputError(f"{name} has a sheared sform and no qform; its orientation cannot be represented")
     affine = sform if use_sform else qform
-    lps = np.array(affine, dtype=float)
-    lps[:3, :] = _LPS_TO_RAS @ lps[:3, :]
-    lin = lps[:3, :3]
-    spacing = np.linalg.norm(lin, axis=0)
-    if np.any(spacing <= 0):
+    if np.any(np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0) <= 0):
         raise InputError(f"{name} has a zero voxel size in its header")
-    return Geometry(tuple(spacing), tuple(lps[:3, 3]), tuple((lin / spacing).reshape(-1)))
+    return Geometry.from_ras_affine(affine)     # NIfTI is RAS; geometry.py owns the flip
 
 
 def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     """Integer label array; whole-number floats are converted, anything else rejected."""
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        return array
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"{name} has voxels of type {array.dtype}; a label map needs integer values")
-    frac = array != np.round(array)
-    if frac.any():
-        example = float(array[frac].flat[0])
-        raise InputError(
-            f"{name} is not a label map: it has {int(frac.sum())} non-integer values (e.g. {example:g})"
-        )
-    return array.astype(smallest_label_dtype(array))
+    from .label_arrays import as_label_array
+    return as_label_array(array, name)
 
 
 def smallest_label_dtype(array: np.ndarray) -> np.dtype:
     """The smallest integer dtype (unsigned first) that holds every value of `array`."""
-    if array.size == 0:
-        return np.dtype(np.uint8)
-    lo, hi = array.min(), array.max()
-    for dt in _LABEL_DTYPES:
-        info = np.iinfo(dt)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dt)
-    raise InputError(f"label values {lo}..{hi} do not fit in a 64-bit integer")
+    from .label_arrays import label_dtype
+    return np.dtype(np.uint8) if array.size == 0 else label_dtype(array.min(), array.max())
 
 
 # --------------------------------------------------------------------------- label names

@@ -120,13 +120,8 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
 
 
 def _default_axis(labels: Volume) -> int:
-    """Image axis with the largest spacing, ties -> k (the engine-wide default, see DESIGN.md)."""
-    sp = labels.geometry.spacing
-    best = max(sp)
-    for a in (2, 1, 0):
-        if np.isclose(sp[a], best, rtol=1e-6, atol=0):
-            return a
-    return 2
+    from .frames import auto_axis   # the one "auto" axis rule
+    return auto_axis(labels.geometry.spacing)
 
 
 def slices_with_value(array: np.ndarray, numpy_axis: int, values: Sequence[int]) -> dict[int, np.ndarray]:

@@ -16,9 +16,15 @@ def _gaussian_window(size: int, sigma: float, device, dtype):
 
 
 def ssim(a, b, window: int = 11, sigma: float = 1.5):
-    """Mean SSIM of two [B, C, H, W] batches: 11x11 Gaussian window, sigma 1.5, C1=0.01^2, C2=0.03^2.
+    """Mean SSIM of two [B, C, H, W] batches (see ssim_map)."""
+    return ssim_map(a, b, window, sigma).mean()
 
-    Zero padding as in the 3DGS/MedGS `ssim` (conv2d with padding = window // 2).
+
+def ssim_map(a, b, window: int = 11, sigma: float = 1.5):
+    """Per-pixel SSIM [B, C, H, W]: 11x11 Gaussian window, sigma 1.5, C1=0.01^2, C2=0.03^2.
+
+    Zero padding as in the 3DGS/MedGS `ssim` (conv2d with padding = window // 2), so only the
+    border (window // 2 pixels) differs from skimage's structural_similarity.
     """
     import torch.nn.functional as F
     c = a.shape[1]
@@ -38,7 +44,7 @@ def ssim(a, b, window: int = 11, sigma: float = 1.5):
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
     den = (mu_a * mu_a + mu_b * mu_b + c1) * (saa + sbb + c2)
-    return (num / den).mean()
+    return num / den
 
 
 def sigma_range_penalty(sigma_t, lower: float, upper: float = 1.0):

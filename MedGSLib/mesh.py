@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputExistsError
-from .geometry import Geometry, LabelInfo, Volume
+from .geometry import Geometry, LabelInfo, Volume, flip_lps_ras
 
 MESH_FORMATS = ("ply", "stl", "vtk", "obj")
 
@@ -423,8 +423,7 @@ def write_mesh(
     verts = mesh.vertices.copy()
     normals = mesh.normals.copy() if mesh.normals is not None else vertex_normals(mesh.vertices, mesh.faces)
     if cs == "RAS":
-        verts[:, :2] *= -1.0
-        normals[:, :2] *= -1.0
+        verts, normals = flip_lps_ras(verts), flip_lps_ras(normals)
     from .io import atomic_output
 
     header = _header_text(mesh, cs)
@@ -507,7 +506,7 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
         r.Update()
         verts, faces = _from_polydata(r.GetOutput())
     if read_coordinate_system(path) == "RAS":
-        verts = verts * np.array([-1.0, -1.0, 1.0])
+        verts = flip_lps_ras(verts)
     return Mesh(verts, faces)
 
 

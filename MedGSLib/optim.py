@@ -63,7 +63,10 @@ class ParamOptimizer:
         self._swap(name, value, torch.zeros_like)
 
     def state_dict(self):
-        return self.opt.state_dict() if self.opt is not None else {}
+        """A copy: torch's state_dict holds the live moment tensors, and load_state_dict keeps
+        them as they are, so a checkpoint resumed in the same process would share them."""
+        import copy
+        return copy.deepcopy(self.opt.state_dict()) if self.opt is not None else {}
 
     def load_state_dict(self, d):
         if self.opt is not None and d:

@@ -6,6 +6,7 @@ Frames are float32 [F, H, W] in [0, 1]; masks are float32 [L, F, H, W] one-hot c
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,6 +24,25 @@ PIPELINES = ("img", "seg", "joint", "seg_head_only")
 class TrainResult:
     model: "object"
     info: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def cpu_deterministic(device):
+    """Deterministic torch kernels while the block runs on the CPU, then the caller's setting back.
+
+    Multithreaded CPU backward of index gathers sums in a varying order: without this the same
+    seed differs by ~1e-9 after one step. The switch is process-wide, so it is scoped here.
+    """
+    import torch
+    if device.type != "cpu":
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
 
 class Trainer:
@@ -64,12 +84,8 @@ class Trainer:
         self.times = frame_times(self.F).to(self.device)
         self.progress = progress
         self.cancel = cancel
-        if self.device.type == "cpu":
-            # multithreaded CPU backward of index gathers sums in a varying order: without this,
-            # the same seed differs by ~1e-9 after one step (process-wide switch, CPU only)
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # every random draw takes this generator: the process-wide seed is left alone
         self.gen = torch.Generator().manual_seed(int(config.seed))
-        torch.manual_seed(int(config.seed))
         self.step = 0
         self.history: list[dict] = []
         self.model = model if model is not None else self._init_model()
@@ -82,7 +98,8 @@ class Trainer:
         from .densify import DensifyState
         self.dstate = DensifyState(self.model.n, self.device)
         self.background = None
-        self.flow = self._fit_flow()
+        with cpu_deterministic(self.device):
+            self.flow = self._fit_flow()
         # which label is on which frame, kept on the host: picking channels must not wait for the GPU
         self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
 
@@ -101,14 +118,14 @@ class Trainer:
         src = self.frames if self.frames is not None else self.masks.sum(0).clamp(0, 1)
         out = {}
         if self.pipeline in ("img", "joint"):
-            out["image"] = flow.estimate(src)
+            out["image"] = flow.estimate(src, self.cfg.flow)
         if self.masks is not None and lc.seg_ibfr > 0:
             ann = sorted(self.mask_frames)
             pairs = list(zip(ann[:-1], ann[1:]))
             if pairs:
                 same = all(j == i + 1 for i, j in pairs) and "image" in out
                 out["seg_pairs"] = pairs
-                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, pairs=pairs)
+                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, self.cfg.flow, pairs=pairs)
         return out or None
 
     # ------------------------------------------------------------------ setup
@@ -313,15 +330,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
+        with cpu_deterministic(self.device):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         import torch
-        from .densify import densify_and_prune, reset_opacity
+        from .densify import DensifyStrategy
         from .losses import psnr
-        sc, dc = self.cfg.schedule, self.cfg.densify
+        sc = self.cfg.schedule
         iters = sc.iterations
         dens = self.pipeline != "seg_head_only"
-        every = sc.at(sc.densify_every)
-        d_from, d_until = sc.at(sc.densify_from), sc.at(sc.densify_until)
-        reset_every = sc.at(sc.opacity_reset_every)
+        strategy = DensifyStrategy.from_config(self.cfg)
+        if dens:
+            strategy.check_sanity(self.model.params, self.opt)
         t0 = time.perf_counter()
         from .checkpoints import current as active_checkpointing
         ckpt = active_checkpointing()      # periodic checkpoints / resume (checkpoints.py)
@@ -336,6 +357,8 @@ class Trainer:
         # fold them in when their PSNR stops rising or at `fold_at`, then train a quarter more
         val_from, fold_at = max(3 * check_every, int(0.3 * iters)), int(0.8 * iters)
         val_best, val_stale = -math.inf, 0
+        if resumed and "iters" in resumed:      # a resumed self-validation goes on where it was
+            iters, val_best, val_stale = int(resumed["iters"]), float(resumed["val_best"]), int(resumed["val_stale"])
         while self.step < iters:
             if self.cancel is not None and self.cancel():
                 raise CancelledError("training was cancelled")
@@ -354,31 +377,21 @@ class Trainer:
                     f"the GPU ran out of memory with {self.model.n} Gaussians; lower --max-gaussians "
                     f"(now {self.cfg.model.max_gaussians}) or use --device cpu") from err
             with torch.no_grad():
-                if dens and step < d_until and sfs is not None:
-                    sp, nf, _ = sfs
-                    sel = sp.frame_ids < nf
-                    g = sp.means2d.grad
-                    if g is not None:
-                        m_grad = self.model.params["m"].grad
-                        # loss is a mean over the step's frames: scale to the released 3-frame window
-                        self.dstate.update(sp.gauss_ids[sel], g[sel], sp.radii[sel], self.W, self.H,
-                                           m_grad, self.model.n, grad_scale=nf / 3.0)
                 if sfs is not None:
                     isects += sfs[2]
                 self.opt.step()
-                if dens and step < d_until:
-                    if step > d_from and step % every == 0:
-                        counts = densify_and_prune(self.model, self.opt, self.dstate, dc, self.gen,
-                                                   big_prune=step > sc.at(sc.big_prune_from),
-                                                   max_gaussians=self.cfg.model.max_gaussians)
+                if dens:    # reads the step's gradients: the optimiser step leaves them as they were
+                    counts = strategy.step_post_backward(self.model, self.opt, self.dstate, step, sfs, self.gen)
+                    if counts is not None:
                         self._emit_log(f"step {step}: densify {counts}")
-                    if step % reset_every == 0:
-                        reset_opacity(self.model, self.opt)
             self.step = step
             if "img" in stats and (step % report_every == 0 or step == iters):
                 psnr_window.append(psnr(stats["img"].clamp(0, 1), stats["gt"]))
             if step % report_every == 0 or step == iters:
                 self._emit_progress(step, iters, float(loss.detach()), psnr_window[-1] if psnr_window else None, t0)
+            if ckpt is not None:
+                ckpt.after_step(self, {"psnr_window": psnr_window, "last_check": last_check, "isects": isects,
+                                       "iters": iters, "val_best": val_best, "val_stale": val_stale})
             if self.holdout:
                 if step >= fold_at:
                     iters = self._fold_in(step, iters)
@@ -399,8 +412,6 @@ class Trainer:
                     self._emit_log(f"training PSNR converged at step {step} ({cur:.2f} dB); stopping early")
                     break
                 last_check = cur
-            if ckpt is not None:
-                ckpt.after_step(self, {"psnr_window": psnr_window, "last_check": last_check, "isects": isects})
         elapsed = time.perf_counter() - t0
         stopped_early = stopped_early or self.step < sc.iterations
         info = {"iterations_run": self.step, "iterations_planned": sc.iterations, "stopped_early": stopped_early,
@@ -480,7 +491,8 @@ class Trainer:
         return {"format": "medgs-checkpoint-1", "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "step": self.step, "config": self.cfg.to_dict(), "pipeline": self.pipeline,
                 "generator": self.gen.get_state(), "shape": [self.F, self.H, self.W],
-                "densify": {k: getattr(self.dstate, k).cpu() for k in ("grad", "tgrad", "denom", "max_radii")}}
+                "densify": {k: getattr(self.dstate, k).cpu() for k in ("grad", "tgrad", "denom", "max_radii")},
+                "holdout": list(self.holdout), "selfcheck": self.selfcheck}
 
     def load_checkpoint(self, ck: dict, resume_optimizer: bool = True):
         from .model import FoldedGaussians
@@ -495,6 +507,11 @@ class Trainer:
             self.gen.set_state(ck["generator"])
             for k, v in ck["densify"].items():
                 setattr(self.dstate, k, v.to(self.device))
+            if "holdout" in ck:     # self-validation state: the same frames stay out (or are back in)
+                self.holdout = [int(i) for i in ck["holdout"]]
+                self.selfcheck = ck.get("selfcheck")
+                self._active = [f for f in range(self.F) if f not in set(self.holdout)]
+                self.mask_frames = set(self._all_mask_frames) - set(self.holdout)
         else:
             from .densify import DensifyState
             self.dstate = DensifyState(self.model.n, self.device)

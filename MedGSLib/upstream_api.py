@@ -183,7 +183,7 @@ def load_checkpoint(path) -> dict:
 def evaluate(trainer) -> tuple[float, float]:
     """(mean L1, mean per-frame PSNR) of the current model on every training frame (upstream's
     "test" report: its test cameras are the training frames). Label pipelines use the label head."""
-    from .interpolate import render_positions
+    from .slice_grid import render_positions
     F, H, W = trainer.F, trainer.H, trainer.W
     positions = np.arange(F, dtype=np.float64)
     if trainer.frames is not None:
@@ -208,7 +208,7 @@ def render_checkpoint(ck: dict, interp: int = 1, *, head: str = "image", size=No
     head, as upstream). `size` (H, W) renders at another in-plane size; default the trained one.
     Returns (images float32 [F * interp, H, W] in [0, 1], head actually rendered).
     """
-    from .interpolate import render_positions
+    from .slice_grid import render_positions
     from .model import FoldedGaussians
     from .render.base import resolve_device, select_renderer
     if isinstance(interp, bool) or int(interp) < 1:

@@ -236,50 +236,19 @@ def read_job(job_dir: Path) -> dict:
 
 
 def build_config(job: dict):
-    """TrainConfig from the preset, then job.json's `config` overrides and `iterations`.
-
-    `config` is {section: {name: value}} (or a top-level scalar such as "seed"); every name and
-    type is checked by config.apply_overrides, the one owner of that rule, and a bad one is a
-    JobError naming it. Returns None when the job asks for nothing beyond the preset, so the
-    engine picks its own.
-    """
-    overrides = job.get("config")
-    iterations = job.get("iterations")
-    if not overrides and iterations is None:
-        return None
-    import dataclasses
-
+    """TrainConfig through config.resolve_config: the preset (and its CPU variant), `iterations`,
+    the seed, then job.json's `config` overrides ({section: {name: value}}, strict); a bad name
+    or type is a JobError naming it."""
     from . import config as config_mod  # lazy: keeps `--help`-like failures cheap
     from .errors import InputError
 
     options = job["options"]
     try:
-        cfg = config_mod.preset(options.get("preset", "fast"))
+        return config_mod.resolve_config(options.get("preset", "fast"), options.get("device", "auto"),
+                                         job.get("config"), source="job.json config",
+                                         iterations=job.get("iterations"), seed=options.get("seed"))
     except InputError as err:
-        raise JobError(str(err)) from None
-    scalars = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-               if not dataclasses.is_dataclass(getattr(cfg, f.name))}
-    for section, values in (overrides or {}).items():
-        if section in scalars:
-            if type(values) is not type(scalars[section]):
-                raise JobError(f"config key '{section}' must be {_type_name((type(scalars[section]),))}, "
-                               f"got {json.dumps(values)}")
-            setattr(cfg, section, values)
-            continue
-        if not isinstance(values, dict):
-            raise JobError(f"config section '{section}' must be an object of option values, got {json.dumps(values)}")
-        try:
-            # repr() of a JSON value is a Python literal: apply_overrides parses and type-checks it
-            config_mod.apply_overrides(cfg, [f"{section}.{name}={value!r}" for name, value in values.items()])
-        except InputError as err:
-            raise JobError(f"config: {err}") from None
-    if iterations is not None:
-        cfg.schedule.iterations = int(iterations)
-    if "device" in options:
-        cfg.device = options["device"]
-    if "seed" in options:
-        cfg.seed = int(options["seed"])
-    return cfg
+        raise JobError(f"config: {err}") from None
 
 
 def _error_kind(err: BaseException) -> str:

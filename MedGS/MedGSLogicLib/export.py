@@ -109,10 +109,9 @@ def anatomical_axis_names(volume_node) -> dict[str, str]:
 
 
 def auto_axis(volume_node) -> str:
-    """The axis the engine picks for "auto": the largest spacing, ties go to K (as in DESIGN.md)."""
-    spacing = np.linalg.norm(ijk_to_ras(volume_node)[:3, :3], axis=0)
-    best = max(range(3), key=lambda i: (round(float(spacing[i]), 6), i))
-    return "IJK"[best]
+    """The axis the engine picks for "auto" (MedGSLib.frames.auto_axis: largest spacing, ties -> K)."""
+    from MedGSLib.frames import auto_axis   # numpy only: cheap inside Slicer
+    return "IJK"[auto_axis(np.linalg.norm(ijk_to_ras(volume_node)[:3, :3], axis=0))]
 
 
 def check_volume(volume_node) -> None:
@@ -181,11 +180,10 @@ def _labelmap_entries(labels_node, values) -> dict[int, LabelEntry]:
 
 
 def _fallback_color(v: int) -> tuple[float, float, float]:
-    # A fixed, well-spread hue per label value: the same label always gets the same colour.
-    h = (int(v) * 0.618033988749895) % 1.0
-    import colorsys
+    # the engine's default colour (one owner: MedGSLib.labels), so the CLI and Slicer agree
+    from MedGSLib.labels import default_color   # numpy only at import: cheap inside Slicer
 
-    return tuple(float(c) for c in colorsys.hsv_to_rgb(h, 0.65, 0.95))
+    return default_color(v)
 
 
 def _export_segmentation(scene, seg_node, volume_node, path: Path) -> dict[int, LabelEntry]:
@@ -247,8 +245,8 @@ def export_inputs(scene, volume_node, labels_node, job_dir: Path) -> ExportedInp
                 raise InputError(f"label map '{labels_node.GetName()}' is empty (it has no voxels)")
             _check_same_grid(volume_node, labels_node)
             array = _voxels(labels_node)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.mod(array, 1), 0)):
-                raise InputError(f"label map '{labels_node.GetName()}' holds non-integer values; labels must be integers")
+            from MedGSLib.label_arrays import check_whole_numbers   # numpy only: cheap inside Slicer
+            check_whole_numbers(array, f"label map '{labels_node.GetName()}'")
             values = sorted(int(v) for v in np.unique(array) if v != 0)
             if not values:
                 raise InputError(f"label map '{labels_node.GetName()}' is empty (all voxels are 0)")

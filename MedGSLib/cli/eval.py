@@ -10,8 +10,7 @@ import sys
 
 from ..errors import InputError, MedGSError
 
-_INTENSITY = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
-_LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
+from ..evaluation.methods import INTENSITY_METHODS as _INTENSITY, LABEL_METHODS as _LABELS
 
 
 def parse_values(text: str | None) -> list[int] | None:

@@ -139,10 +139,8 @@ def _volume_mode(args: argparse.Namespace) -> int:
 
 
 def _strip_ext(name: str) -> str:
-    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    from ..io import volume_stem   # one rule for volume extensions
+    return volume_stem(name)
 
 
 def _png_mode(args: argparse.Namespace) -> int:

@@ -56,7 +56,8 @@ def register(sub):
 
 
 def main_run(args) -> int:
-    from ..api import default_config, run_to_files
+    from ..api import run_to_files
+    from ..config import resolve_config
     from ..errors import InputError
     from .progress import ProgressBar
     if args.labels_only:
@@ -74,10 +75,8 @@ def main_run(args) -> int:
     if ann and ann != "auto":
         from ..labels import parse_slice_list
         ann = parse_slice_list(ann)
-    cfg = default_config(args.preset, args.device, seed=args.seed, iterations=args.iterations,
+    cfg = resolve_config(args.preset, args.device, args.overrides, seed=args.seed, iterations=args.iterations,
                          max_gaussians=args.max_gaussians, renderer=args.renderer)
-    from ..config import apply_overrides
-    apply_overrides(cfg, args.overrides)
     from ..api import DEFAULT_MAX_OUTPUT_GB
     outputs = ("volume", "labels") + (() if args.no_meshes else ("meshes",))
     bar = ProgressBar(args.quiet)

@@ -23,8 +23,8 @@ def _check(kept: np.ndarray, k: int) -> np.ndarray:
     if kept.shape[0] < 2:
         raise InputError(f"at least two kept label slices are needed, got {kept.shape[0]}")
     if not np.issubdtype(kept.dtype, np.integer):
-        if not np.array_equal(kept, np.round(kept)):
-            raise InputError("label slices must hold whole numbers")
+        from ..label_arrays import check_whole_numbers
+        check_whole_numbers(kept, "the kept label slices")
         kept = kept.astype(np.int32)
     if int(k) != k or k < 1:
         raise InputError(f"the factor k must be a positive integer, got {k!r}")

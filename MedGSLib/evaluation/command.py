@@ -6,20 +6,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from .methods import INTENSITY_METHODS as DEFAULT_METHODS, LABEL_METHODS as DEFAULT_LABEL_METHODS
 from .report import check_output_dir, write_report
 from .run import evaluate
-
-DEFAULT_METHODS = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
-DEFAULT_LABEL_METHODS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
 
 
 def case_name(path) -> str:
     """File name without its volume extension(s): ct_abdomen3mm_image.nii.gz -> ct_abdomen3mm_image."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
+    from ..io import volume_stem
+    return volume_stem(path)
 
 
 def eval_command_line(input_path, out_dir, *, labels_path=None, ks=(2, 3, 4), methods=DEFAULT_METHODS,

@@ -48,9 +48,9 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
         present = [int(v) for v in np.unique(kept_labels) if v != 0]
         values = present if label_values is None else [v for v in present if v in {int(x) for x in label_values}]
         masks = np.stack([(kept_labels == v) for v in values]).astype(np.float32) if values else None
-    from ..config import apply_overrides
+    from ..config import resolve_config
 
-    config = apply_overrides(api.default_config(preset, device), overrides)
+    config = resolve_config(preset, device, overrides)
     # the label heads' shape targets are scaled by the kept-slice gap in in-plane pixels
     gap_px = None if spacing is None else int(k) * float(spacing[0]) / min(float(spacing[1]), float(spacing[2]))
     result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel,

@@ -95,29 +95,9 @@ class SlicePlan:
 
 
 def choose_slice_axis(geometry: Geometry, axis="auto") -> int:
-    """Image axis to thin out: the engine's rule (MedGSLib.frames.choose_axis) when present.
-
-    The fallback is the same documented rule: the largest spacing, ties -> k (image axis 2).
-    """
-    try:
-        from ..frames import choose_axis  # written in parallel; same rule
-    except ImportError:
-        choose_axis = None
-    if choose_axis is not None:
-        return int(choose_axis(geometry, axis))
-    if axis in (None, "auto"):
-        spacing = np.asarray(geometry.spacing, dtype=float)
-        largest = spacing.max()
-        # Ties go to the highest image axis (k), the usual acquisition axis.
-        candidates = [a for a in (2, 1, 0) if np.isclose(spacing[a], largest, rtol=1e-6, atol=1e-9)]
-        return candidates[0]
-    try:
-        a = int(axis)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}") from err
-    if a not in (0, 1, 2):
-        raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}")
-    return a
+    """Image axis to thin out: the engine's rule (MedGSLib.frames.choose_axis)."""
+    from ..frames import choose_axis
+    return int(choose_axis(geometry, axis))
 
 
 def slice_first(array: np.ndarray, image_axis: int) -> np.ndarray:

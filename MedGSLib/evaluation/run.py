@@ -20,10 +20,7 @@ from ..geometry import Volume
 from . import metrics, protocol
 from .errors import UnknownMethodError
 
-INTENSITY_METHODS = ("medgs", "linear", "bspline", "lanczos", "nearest", "optflow")
-LABEL_METHODS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour", "medgs")
-CLASSICAL_INTENSITY = ("linear", "bspline", "lanczos", "nearest", "optflow")
-CLASSICAL_LABELS = ("nearest", "linear", "shape-linear", "shape-cubic", "contour")
+from .methods import CLASSICAL_INTENSITY, CLASSICAL_LABELS, INTENSITY_METHODS, LABEL_METHODS  # noqa: F401
 
 # Which direction is better, per reported metric.
 HIGHER_IS_BETTER = {"psnr": True, "psnr_slice_mean": True, "ssim": True, "dice": True,
@@ -114,8 +111,8 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
     if labels is not None:
         lab = protocol.slice_first(labels.array, image_axis)[: plan.n_use]
         if not np.issubdtype(lab.dtype, np.integer):
-            if not np.array_equal(lab, np.round(lab)):
-                raise InputError("the label map holds non-integer values")
+            from ..label_arrays import check_whole_numbers
+            check_whole_numbers(lab, "the label map")
             lab = lab.astype(np.int64)
         truth_labels = np.ascontiguousarray(lab)
         present = [int(v) for v in np.unique(truth_labels) if v != 0]
@@ -366,11 +363,5 @@ def _device_text(device: str, medgs_info: dict) -> str:
 
 
 def _environment() -> dict:
-    import sys
-
-    env = {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform()}
-    for mod in ("scipy", "skimage", "cv2", "SimpleITK", "torch"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            env[mod] = getattr(m, "__version__", None) or getattr(m, "Version", lambda: None)()
-    return env
+    from ..run_environment import environment
+    return environment()

@@ -13,7 +13,6 @@ Reads the NIfTI copies in .dev/data (Testing/Benchmarks/make_gpu_data.py).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time

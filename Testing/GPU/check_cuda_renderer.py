@@ -99,7 +99,7 @@ def main() -> int:
         r = tr.train()
         torch.cuda.synchronize()
         el = time.perf_counter() - t1
-        from MedGSLib.interpolate import render_positions
+        from MedGSLib.slice_grid import render_positions
         dense = render_positions(r.model, np.arange(33) / 2.0, kept.shape[0], 96, 96, rend)
         results[name] = (r, psnr(torch.from_numpy(np.clip(dense[held], 0, 1)), torch.from_numpy(vol[held])), el)
         print(f"train {name}: {el:.1f} s, {r.info['gaussians']} Gaussians, train PSNR {r.info['train_psnr']:.2f}, "

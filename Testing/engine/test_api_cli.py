@@ -43,7 +43,9 @@ def run_cli(argv, capsys):
     return code, out, err
 
 
-FAST = ["--iterations", "6", "--device", "cpu", "--seed", "0", "-q"]
+# plumbing, not quality: a few hundred Gaussians on these ~3,400-voxel volumes (--set stays last)
+FAST = ["--iterations", "6", "--device", "cpu", "--seed", "0", "-q", "--max-gaussians", "400",
+        "--set", "model.num_points=200"]
 
 
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd"])
@@ -170,10 +172,17 @@ def test_set_options_reach_the_trainer_and_bad_ones_fail_cleanly(tmp_path, capsy
     write_volume(src)
     out = tmp_path / "out"
     code, _, err = run_cli(["run", str(src), "-o", str(out), "--factor", "2", "--device", "cpu", "-q",
-                            "--set", "schedule.iterations=4", "loss.ibfr_target=linear"], capsys)
+                            "--set", "schedule.iterations=4", "loss.ibfr_target=linear", "model.num_points=200"],
+                           capsys)
     assert code == 0, err
     rec = json.loads((out / "run.json").read_text())
     assert rec["result"]["iterations_run"] == 4
+    # run.json says how the config was reached: preset, CPU variant, each --set, and why
+    assert rec["config"]["preset"] == "fast+cpu+overrides"
+    whats = [a["what"] for a in rec["config"]["adjustments"]]
+    assert whats[-3:] == ["schedule.iterations = 4 (was 300)", "loss.ibfr_target = 'linear' (was 'flow')",
+                          "model.num_points = 200 (was 20000)"]
+    assert {a["why"] for a in rec["config"]["adjustments"][-3:]} == {"--set"}
     bad = tmp_path / "bad"
     code, _, err = run_cli(["run", str(src), "-o", str(bad), "--factor", "2", "--device", "cpu", "-q",
                             "--set", "loss.ibfr_weight=1"], capsys)

@@ -9,7 +9,7 @@ import pytest
 from MedGSLib import frames as fr
 from MedGSLib import io
 from MedGSLib.errors import InputError, OutputExistsError
-from MedGSLib.geometry import Geometry, numpy_axis
+from MedGSLib.geometry import Geometry, Volume, numpy_axis
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -31,6 +31,36 @@ Image = pytest.importorskip("PIL.Image")
 )
 def test_choose_axis_auto(spacing, expected):
     assert fr.choose_axis(Geometry(spacing)) == expected
+
+
+@pytest.mark.parametrize("spacing, expected", [
+    ((1.0, 0.9995, 0.9995), 2),    # within the tolerance of 1e-3: a tie, k
+    ((1.0, 0.998, 0.998), 0),      # outside it: i is thicker
+])
+def test_every_copy_of_the_auto_axis_rule_agrees(spacing, expected):
+    """frames.choose_axis owns the rule; labels, the evaluation protocol and the Slicer combo box
+    (export.auto_axis) call it. They disagreed for (1.0, 0.9995, 0.9995): 2, 0 and "I"."""
+    import sys
+    from pathlib import Path
+    from MedGSLib import labels
+    from MedGSLib.evaluation import protocol
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "MedGS"))
+    try:
+        from MedGSLogicLib import export
+    finally:
+        sys.path.pop(0)
+
+    class Node:     # the one vtkMRMLVolumeNode method auto_axis reads
+        def GetIJKToRASMatrix(self, m):
+            for r, c, v in ((0, 0, -spacing[0]), (1, 1, -spacing[1]), (2, 2, spacing[2]), (3, 3, 1.0)):
+                m.SetElement(r, c, v)
+
+    g = Geometry(spacing)
+    lab = Volume(np.zeros((2, 2, 2), np.uint8), g, "labels")
+    assert fr.auto_axis(spacing) == fr.choose_axis(g) == expected
+    assert labels._default_axis(lab) == protocol.choose_slice_axis(g) == expected
+    pytest.importorskip("vtk")
+    assert export.auto_axis(Node()) == "IJK"[expected]
 
 
 def test_choose_axis_explicit():

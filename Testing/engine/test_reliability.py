@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("torch")
 sitk = pytest.importorskip("SimpleITK")
 
-from MedGSLib import api, outputs, worker  # noqa: E402
+from MedGSLib import outputs, worker  # noqa: E402
 from MedGSLib.cli import main  # noqa: E402
 from MedGSLib.errors import InputError, OutputError  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from MedGSLib.model import Splats  # noqa: E402
-from MedGSLib.render.torch_renderer import ALPHA_MAX, TorchRenderer  # noqa: E402
+from MedGSLib.render.torch_renderer import ALPHA_MAX, TorchRenderer, tile_ranges  # noqa: E402
 
 H, W = 13, 21          # non-square, not a multiple of any tile size
 
@@ -229,3 +229,46 @@ def test_empty_and_culled_splats():
     sp.radii = torch.zeros(1, 2, dtype=torch.int32)
     out = TorchRenderer().render(sp)
     assert out.n_isects == 0 and float(out.images.abs().max()) == 0.0 and float(out.alphas.max()) == 0.0
+
+
+def footprint_radii(conics, opac):
+    """The radii model.condition gives: gsplat's opacity-aware extent of the 2D covariance."""
+    a, b, c = conics.unbind(1)
+    det = a * c - b * b
+    ext = torch.sqrt(2 * torch.log((opac * 255).clamp_min(1.0))).clamp_max(3.33)
+    return torch.stack([torch.ceil(ext * torch.sqrt(c / det)), torch.ceil(ext * torch.sqrt(a / det))], 1).to(torch.int32)
+
+
+@pytest.mark.parametrize("tile_size", [4, 8])
+def test_tile_culling_with_real_radii_loses_nothing_and_skips_tiles(tile_size):
+    """Radii as the model computes them (a few px, not 1000): each splat meets only the tiles
+    under its footprint, and the image still equals the dense reference (outside its radius
+    a splat's alpha is below 1/255, where the kernel skips it anyway)."""
+    means, conics, opac, colors, fids = random_scene(3, n=12, h=26, w=42)
+    radii = footprint_radii(conics, opac)
+    assert int(radii.max()) < 15
+    sp = Splats(means, conics, opac, colors, radii, fids, torch.arange(12), 2, 26, 42)
+    out = TorchRenderer(tile_size=tile_size).render(sp)
+    ref_img, ref_alpha = reference(means, conics, opac, colors, fids, 2, 26, 42)
+    torch.testing.assert_close(out.images.double(), ref_img, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(out.alphas.double(), ref_alpha, atol=2e-6, rtol=1e-5)
+    tiles = math.ceil(42 / tile_size) * math.ceil(26 / tile_size)
+    n_isects = int(out.n_isects)
+    assert n_isects == len(TorchRenderer(tile_size=tile_size).intersections(sp)[0])
+    assert n_isects < 12 * tiles // 2         # culling really cut most (splat, tile) pairs
+
+
+def test_too_small_radii_cut_the_footprint_at_the_tile_edge():
+    """A 3 px std splat with radius 1 at (10.5, 6.5), 4 px tiles: only tile columns 2 and rows 1
+    are touched, so pixels two tiles away stay empty although the dense footprint reaches them."""
+    s2 = 9.0
+    sp = make_splats([[10.5, 6.5]], [[1 / s2, 0.0, 1 / s2]], [0.9], [[1.0]], h=16, w=24)
+    sp.radii = torch.tensor([[1, 1]], dtype=torch.int32)
+    out = TorchRenderer(tile_size=4).render(sp)
+    x0, x1, y0, y1, _ = (int(t[0]) for t in tile_ranges(sp.means2d, sp.radii, 4, 6, 4))
+    assert (x0, x1, y0, y1) == (2, 3, 1, 2)
+    img = out.images[0, ..., 0]
+    assert float(img[4:8, 8:12].min()) > 0.3            # its own tile: drawn
+    assert float(img[:, 12:].abs().max()) == 0.0 and float(img[8:, :].abs().max()) == 0.0
+    ref, _ = reference(sp.means2d, sp.conics, sp.opacities, sp.colors, sp.frame_ids, 1, 16, 24)
+    assert float(ref[0, 6, 13, 0]) > 0.3                # ...where the uncut footprint is bright

@@ -137,7 +137,15 @@ def _psnr(a, b):
     return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
 
 
-def test_short_training_beats_nearest_neighbour_on_held_out_slices(ct_crop, capsys):
+# A 40-step CPU run (seconds) cannot reach linear interpolation on this crop: it sits 2.16 dB below
+# it (20.74 vs 22.90 dB; the GPU study's full runs are where MedGS beats linear). The bar is
+# therefore linear minus a stated margin, plus the seeded value itself: a change that costs
+# 0.1 dB fails here, where the old bar (nearest neighbour, 20.43 dB) let 0.3 dB go.
+LINEAR_MARGIN_DB = 2.25
+PINNED_PSNR_DB = 20.736
+
+
+def test_short_training_against_linear_on_held_out_slices(ct_crop, capsys):
     full = ct_crop                                    # 23 slices; keep 0, 2, ..., 22 -> 12 frames
     kept = full[::2]
     cfg = default_config("fast", "cpu", iterations=40, seed=0)
@@ -146,13 +154,14 @@ def test_short_training_beats_nearest_neighbour_on_held_out_slices(ct_crop, caps
     assert res.image.shape == full.shape
     np.testing.assert_array_equal(res.image[::2], kept)        # known slices pasted back exactly
     held = np.arange(1, full.shape[0], 2)
-    pred = res.image[held]
-    nn = kept[(held - 1) // 2]                                 # nearest kept slice (lower on ties)
-    p_model, p_nn = _psnr(pred, full[held]), _psnr(nn, full[held])
+    linear = 0.5 * (kept[:-1] + kept[1:])                      # held-out slice k is midway
+    p_model, p_lin = _psnr(res.image[held], full[held]), _psnr(linear, full[held])
     with capsys.disabled():
-        print(f"\n[held-out PSNR] model {p_model:.2f} dB vs nearest neighbour {p_nn:.2f} dB "
+        print(f"\n[held-out PSNR] model {p_model:.2f} dB vs linear {p_lin:.2f} dB "
               f"({res.info['iterations_run']} it, {res.info['gaussians']} Gaussians)")
-    assert p_model > p_nn
+    assert p_lin == pytest.approx(22.898, abs=1e-3)
+    assert p_model > p_lin - LINEAR_MARGIN_DB
+    assert p_model == pytest.approx(PINNED_PSNR_DB, abs=0.02)
 
 
 def test_label_channels_per_step_prefer_present_labels():

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from MedGSLib import worker
+from MedGSLib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -233,9 +234,18 @@ def test_usage():
 
 
 def test_build_config_applies_preset_overrides_and_iterations():
+    """job.json goes through config.resolve_config: `iterations` keeps the CPU variant's other settings."""
     cfg = worker.build_config({"options": {"preset": "fast", "device": "cpu", "seed": 4}, "iterations": 12,
                                "config": {"loss": {"ibfr": 0.0}}})
-    assert cfg.preset == "fast" and cfg.schedule.iterations == 12
+    assert cfg.preset == "fast+cpu+overrides" and cfg.schedule.iterations == 12
     assert cfg.device == "cpu" and cfg.seed == 4 and cfg.loss.ibfr == 0.0
-    assert cfg.schedule.frames_per_step == 8  # untouched fast-preset value survives the override
-    assert worker.build_config({"options": {"preset": "fast"}}) is None  # nothing to override: engine decides
+    # the CPU variant (not the GPU preset's 8 frames and derived Gaussian count) survives `iterations`
+    assert (cfg.schedule.frames_per_step, cfg.model.num_points, cfg.model.max_gaussians) == (4, 20_000, 40_000)
+    assert cfg.adjustments[-1] == {"what": "loss.ibfr = 0.0 (was 1.0)", "why": "job.json config"}
+    plain = worker.build_config({"options": {"preset": "fast", "device": "cpu"}})
+    assert plain.schedule.iterations == 300 and plain.preset == "fast+cpu"
+
+
+def test_build_config_rejects_unknown_keys():
+    with pytest.raises(InputError, match="unknown option 'loss.ibrf'"):
+        worker.build_config({"options": {"preset": "fast", "device": "cpu"}, "config": {"loss": {"ibrf": 7.0}}})

@@ -39,9 +39,13 @@ def _import_slicer_core():
     return slicer
 
 
-slicer = _import_slicer_core()
-import slicer.util  # noqa: E402
-import vtk  # noqa: E402
+try:
+    slicer = _import_slicer_core()
+    import slicer.util  # noqa: E402,F811 (the package object _import_slicer_core returned)
+    import vtk  # noqa: E402
+except ImportError as err:     # no slicer-core wheel: these tests cannot run here, which is no failure
+    pytest.skip(f"the Slicer tests need the slicer-core wheel (pip install -e '.[test]'): {err}",
+                allow_module_level=True)
 
 
 def _install_stubs() -> None:

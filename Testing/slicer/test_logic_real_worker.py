@@ -14,7 +14,7 @@ import vtk
 import MedGS
 from MedGSLogicLib import export
 
-ITERATIONS = 40
+ITERATIONS = 6   # plumbing: the kept slices are pasted back, so few steps check the same
 
 
 def ras(node) -> np.ndarray:
