@@ -99,7 +99,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    renderer: str = "auto"          # auto | torch | gsplat
+    renderer: str = "auto"          # auto | torch | gsplat | triton
     preset: str = "paper"
 
     def to_dict(self) -> dict:

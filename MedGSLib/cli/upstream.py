@@ -36,7 +36,7 @@ def register(sub):
     t.add_argument("--preset", choices=["paper", "fast", "quality"], default="paper",
                    help="paper (default here, as upstream) or fast")
     t.add_argument("--device", default="auto")
-    t.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto")
+    t.add_argument("--renderer", choices=["auto", "torch", "gsplat", "triton"], default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=main_train)
 
