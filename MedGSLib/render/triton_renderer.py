@@ -163,8 +163,8 @@ def _make_function():
             trans = torch.empty(T, H, W, 1, device=dev, dtype=torch.float32)
             last = torch.empty(T, H, W, dtype=torch.int32, device=dev)
             fwd, _ = _kernels()
-            fwd[(T * th * tw,)](m, q, o, c, sid, offsets, img, trans, last, H, W, tw, th * tw,
-                                C=C, BC=triton.next_power_of_2(C), TS=ts, K=K,
+            fwd[(T * th * tw,)](m, q, o, c, sid, offsets, img, trans, last, H, W, tw, th * tw, C,
+                                BC=triton.next_power_of_2(C), TS=ts, K=K,
                                 ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
             ctx.save_for_backward(m, q, o, c, sid, offsets, trans, last)
             ctx.geom = geom
@@ -180,8 +180,8 @@ def _make_function():
             gm, gq, go, gc = (torch.zeros_like(x) for x in (m, q, o, c))
             _, bwd = _kernels()
             bwd[(T * th * tw,)](m, q, o, c, sid, offsets, trans, last, _f32(g_img), _f32(g_trans),
-                                gm, gq, go, gc, H, W, tw, th * tw,
-                                C=C, BC=triton.next_power_of_2(C), TS=ts, K=K,
+                                gm, gq, go, gc, H, W, tw, th * tw, C,
+                                BC=triton.next_power_of_2(C), TS=ts, K=K,
                                 ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
             grads = [g.to(dt) for g, dt in zip((gm, gq, go, gc), ctx.dtypes)]
             return (*grads, None, None, None)
@@ -220,11 +220,13 @@ def _kernels():
 # ----------------------------------------------------------------------------- kernels
 # Plain functions, jitted by _kernels(). Tile `tile` = (frame, tile row, tile column); its pixel
 # p is (x, y) = (tx * TS + p % TS, ty * TS + p // TS), centre (x + 0.5, y + 0.5). Blocks are
-# [K splats, TS*TS pixels]; pixels outside the image are computed but never stored.
+# [K splats, TS*TS pixels]; pixels outside the image are computed but never stored. The channel
+# loop is unrolled to BC = next power of two of C (C itself is a run-time argument), so that label
+# renders with 5, 6 or 7 channels share one compiled kernel.
 
 def _fwd_kernel(means_ptr, conics_ptr, opac_ptr, colors_ptr, sid_ptr, offsets_ptr,
-                img_ptr, trans_ptr, last_ptr, H, W, tiles_x, tiles_per_frame,
-                C: tl.constexpr, BC: tl.constexpr, TS: tl.constexpr, K: tl.constexpr,
+                img_ptr, trans_ptr, last_ptr, H, W, tiles_x, tiles_per_frame, C,
+                BC: tl.constexpr, TS: tl.constexpr, K: tl.constexpr,
                 ALPHA_MAX: tl.constexpr, ALPHA_MIN: tl.constexpr, T_STOP: tl.constexpr):
     tile = tl.program_id(0)
     frame = tile // tiles_per_frame
@@ -267,8 +269,8 @@ def _fwd_kernel(means_ptr, conics_ptr, opac_ptr, colors_ptr, sid_ptr, offsets_pt
         first = tl.min(tl.where(t_incl <= T_STOP, idx[:, None], _INT_BIG_C), axis=0)
         kept = idx[:, None] < first[None, :]
         w = tl.where(kept, alpha * (t_incl / f), 0.0)                  # alpha_i * T_i
-        for ch in tl.static_range(C):
-            col = tl.load(colors_ptr + g * C + ch, mask=inl, other=0.0)
+        for ch in tl.static_range(BC):
+            col = tl.load(colors_ptr + g * C + ch, mask=inl & (kk * 0 + ch < C), other=0.0)
             s = tl.sum(w * col[:, None], axis=0)
             acc += tl.where(cidx[None, :] == ch, s[:, None], 0.0)
         trans = tl.min(tl.where(kept, t_incl, trans[None, :]), axis=0)  # T is non-increasing
@@ -285,8 +287,8 @@ def _fwd_kernel(means_ptr, conics_ptr, opac_ptr, colors_ptr, sid_ptr, offsets_pt
 
 def _bwd_kernel(means_ptr, conics_ptr, opac_ptr, colors_ptr, sid_ptr, offsets_ptr, trans_ptr, last_ptr,
                 gimg_ptr, gtrans_ptr, gmeans_ptr, gconics_ptr, gopac_ptr, gcolors_ptr,
-                H, W, tiles_x, tiles_per_frame,
-                C: tl.constexpr, BC: tl.constexpr, TS: tl.constexpr, K: tl.constexpr,
+                H, W, tiles_x, tiles_per_frame, C,
+                BC: tl.constexpr, TS: tl.constexpr, K: tl.constexpr,
                 ALPHA_MAX: tl.constexpr, ALPHA_MIN: tl.constexpr, T_STOP: tl.constexpr):
     tile = tl.program_id(0)
     frame = tile // tiles_per_frame
@@ -323,16 +325,18 @@ def _bwd_kernel(means_ptr, conics_ptr, opac_ptr, colors_ptr, sid_ptr, offsets_pt
         alpha = tl.minimum(raw, ALPHA_MAX)
         use = (power >= 0) & (alpha >= ALPHA_MIN) & inl[:, None] & (idx[:, None] < stop[None, :])
         alpha = tl.where(use, alpha, 0.0)
+        vis = tl.where(use, vis, 0.0)              # exp(-power) may be inf where power < 0: keep 0 * inf out
         f = 1.0 - alpha
         suffix = tl.cumprod(f, axis=0, reverse=True)                   # prod_{j >= i in chunk}
         t_i = t_after[None, :] / suffix                                 # T before splat i
         w = alpha * t_i
         cg = tl.zeros([K, TS * TS], tl.float32)                         # dL/dC . c_i
-        for ch in tl.static_range(C):
-            col = tl.load(colors_ptr + g * C + ch, mask=inl, other=0.0)
-            gch = tl.load(gimg_ptr + off * C + ch, mask=inside, other=0.0)
+        for ch in tl.static_range(BC):
+            has = kk * 0 + ch < C                                       # a tensor: masks need one
+            col = tl.load(colors_ptr + g * C + ch, mask=inl & has, other=0.0)
+            gch = tl.load(gimg_ptr + off * C + ch, mask=inside & (pix * 0 + ch < C), other=0.0)
             cg += col[:, None] * gch[None, :]
-            tl.atomic_add(gcolors_ptr + g * C + ch, tl.sum(w * gch[None, :], axis=1), mask=inl)
+            tl.atomic_add(gcolors_ptr + g * C + ch, tl.sum(w * gch[None, :], axis=1), mask=inl & has)
         v = cg * w
         after_i = behind[None, :] + tl.cumsum(v, axis=0, reverse=True) - v
         d_alpha = tl.where(use & (raw <= ALPHA_MAX), t_i * cg - after_i / f, 0.0)
