@@ -82,8 +82,8 @@ def _smoke_test(device):
                 torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
                 1, 8, 8)
     out = TritonRenderer().render(sp)
-    got = float(out.images[0, 3, 3, 0])           # the pixel centre (3.5, 3.5): power 0.25
-    want = 0.5 * math.exp(-0.25)
+    got = float(out.images[0, 3, 3, 0])           # pixel centre (3.5, 3.5): power 0.5 (0.5 * 0.25 * 2)
+    want = 0.5 * math.exp(-0.125)
     if abs(got - want) > 1e-5:
         raise RuntimeError(f"smoke test rendered {got}, expected {want}")
 

@@ -159,3 +159,11 @@ def test_cpu_and_mps_devices_use_the_torch_renderer():
     for choice in ("gsplat", "triton"):
         with pytest.raises(DeviceError, match="CUDA"):
             select_renderer(torch.device("cpu"), choice)
+
+
+@needs_triton
+def test_status_smoke_render_passes_on_the_interpreter():
+    # triton_status() runs this on the GPU before choosing triton: a wrong expectation would
+    # silently send every CUDA user to the slow torch renderer
+    from MedGSLib.render.triton_renderer import _smoke_test
+    _smoke_test("cpu")
