@@ -145,6 +145,14 @@ class TritonRenderer(Renderer):
         return RenderOutput(img, 1.0 - trans, n, {"tile_size": ts})
 
 
+def _on(device):
+    """Launch on the tensors' GPU (Triton launches on the current device), a no-op on the CPU."""
+    import contextlib
+
+    import torch
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _f32(x):
     import torch
     return x.detach().to(torch.float32).contiguous()
@@ -163,9 +171,10 @@ def _make_function():
             trans = torch.empty(T, H, W, 1, device=dev, dtype=torch.float32)
             last = torch.empty(T, H, W, dtype=torch.int32, device=dev)
             fwd, _ = _kernels()
-            fwd[(T * th * tw,)](m, q, o, c, sid, offsets, img, trans, last, H, W, tw, th * tw, C,
-                                BC=triton.next_power_of_2(C), TS=ts, K=K,
-                                ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
+            with _on(dev):
+                fwd[(T * th * tw,)](m, q, o, c, sid, offsets, img, trans, last, H, W, tw, th * tw, C,
+                                    BC=triton.next_power_of_2(C), TS=ts, K=K,
+                                    ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
             ctx.save_for_backward(m, q, o, c, sid, offsets, trans, last)
             ctx.geom = geom
             ctx.dtypes = tuple(x.dtype for x in (means2d, conics, opacities, colors))
@@ -179,10 +188,11 @@ def _make_function():
             g_trans = torch.zeros_like(trans) if g_trans is None else g_trans
             gm, gq, go, gc = (torch.zeros_like(x) for x in (m, q, o, c))
             _, bwd = _kernels()
-            bwd[(T * th * tw,)](m, q, o, c, sid, offsets, trans, last, _f32(g_img), _f32(g_trans),
-                                gm, gq, go, gc, H, W, tw, th * tw, C,
-                                BC=triton.next_power_of_2(C), TS=ts, K=K,
-                                ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
+            with _on(m.device):
+                bwd[(T * th * tw,)](m, q, o, c, sid, offsets, trans, last, _f32(g_img), _f32(g_trans),
+                                    gm, gq, go, gc, H, W, tw, th * tw, C,
+                                    BC=triton.next_power_of_2(C), TS=ts, K=K,
+                                    ALPHA_MAX=ALPHA_MAX, ALPHA_MIN=ALPHA_MIN, T_STOP=T_STOP, num_warps=nw)
             grads = [g.to(dt) for g, dt in zip((gm, gq, go, gc), ctx.dtypes)]
             return (*grads, None, None, None)
 
