@@ -303,7 +303,7 @@ def section_sweep(sp, torch_renderer):
 
     from MedGSLib.render.triton_renderer import TritonRenderer
     for ts, k, kb, nw in [(16, 16, 8, 8), (16, 8, 8, 8), (16, 16, 4, 8), (16, 32, 8, 8), (16, 8, 4, 4),
-                          (8, 16, 8, 2), (8, 8, 4, 2), (8, 16, 8, 4)]:
+                          (8, 16, 8, 2), (8, 8, 4, 2), (8, 16, 8, 4), (8, 32, 16, 4)]:
         try:
             r = TritonRenderer(tile_size=ts, chunk=k, bwd_chunk=kb, num_warps=nw)
 
