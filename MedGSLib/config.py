@@ -124,7 +124,7 @@ class TrainConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    renderer: str = "auto"          # auto | torch | gsplat
+    renderer: str = "auto"          # auto | torch | gsplat | triton
     # the preset it started from, "+cpu" when the CPU variant was applied, "+overrides" when
     # options were set over it (e.g. "fast+cpu+overrides"); `adjustments` says what and why
     preset: str = "paper"

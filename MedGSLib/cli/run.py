@@ -10,8 +10,8 @@ def add_training_options(p: argparse.ArgumentParser):
                         "early stop (default); quality: 3000 iterations, 16 frames per step (~2x the time); "
                         "paper: the published 30k-iteration settings")
     p.add_argument("--iterations", type=int, help="training iterations; every schedule milestone scales with it")
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
-    p.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto",
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N or mps (Apple GPU)")
+    p.add_argument("--renderer", choices=["auto", "torch", "gsplat", "triton"], default="auto",
                    help="rasteriser backend (auto: gsplat on CUDA when it works, else pure torch)")
     p.add_argument("--max-gaussians", type=int, help="cap on the number of Gaussians (memory knob)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result on the CPU)")

@@ -46,7 +46,7 @@ def register(sub):
 
 def _add_device_options(g):
     g.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
-    g.add_argument("--renderer", choices=["auto", "torch", "gsplat"], default="auto",
+    g.add_argument("--renderer", choices=["auto", "torch", "gsplat", "triton"], default="auto",
                    help="rasteriser backend (auto: gsplat on CUDA when it works, else pure torch)")
 
 
