@@ -129,11 +129,14 @@ def _fake_api():
     def default_config(preset_name="fast", device="auto", **overrides):
         return {"preset": preset_name, "device": device}
 
-    def interpolate_array(frames, factor, *, masks=None, config=None, progress=None, cancel=None):
+    def interpolate_array(frames, factor, *, masks=None, config=None, progress=None, cancel=None, slice_gap_px=None):
         assert frames.dtype == np.float32 and frames.min() >= 0.0 and frames.max() <= 1.0
-        calls.append({"frames": frames.shape, "masks": None if masks is None else masks.shape, "config": config})
+        calls.append({"frames": frames.shape, "masks": None if masks is None else masks.shape, "config": config,
+                      "slice_gap_px": slice_gap_px})
         probs = None if masks is None else np.stack([linear(m, factor) for m in masks])
-        return types.SimpleNamespace(image=linear(frames, factor), probs=probs, info={"device": "fake-cpu"})
+        support = list(range(0, (frames.shape[0] - 1) * factor + 1, factor))
+        return types.SimpleNamespace(image=linear(frames, factor), probs=probs,
+                                     info={"device": "fake-cpu", "label_support": support})
 
     return types.SimpleNamespace(default_config=default_config, interpolate_array=interpolate_array, calls=calls)
 
