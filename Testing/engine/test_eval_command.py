@@ -163,7 +163,10 @@ def test_medgs_glue_with_a_stand_in_engine(small_case, tmp_path, monkeypatch):
     for k in (2, 4):
         # Min/max normalisation is affine: linear in [0, 1] is linear in HU (float32 rounding).
         assert rows[("image", "medgs", k)]["psnr"] == pytest.approx(rows[("image", "linear", k)]["psnr"], abs=0.01)
-        assert rows[("labels", "medgs", k)]["dice"] == pytest.approx(rows[("labels", "linear", k)]["dice"], abs=1e-9)
+        # the stand-in's masks are linear's, decoded by the product's decoder, whose support rule
+        # drops pieces no kept slice supports: never below linear's Dice, pinned to its value
+        assert rows[("labels", "medgs", k)]["dice"] >= rows[("labels", "linear", k)]["dice"]
+        assert rows[("labels", "medgs", k)]["dice"] == pytest.approx({2: 0.80150724, 4: 0.74056470}[k], abs=1e-7)
         cmp = report["medgs_vs_classical"]["image"][str(k)]["psnr"]
         assert cmp["best_method"] == "linear" and abs(cmp["delta"]) < 0.01
     assert "fake-cpu" in report["device"]

@@ -247,5 +247,5 @@ def test_build_config_applies_preset_overrides_and_iterations():
 
 
 def test_build_config_rejects_unknown_keys():
-    with pytest.raises(InputError, match="unknown option 'loss.ibrf'"):
+    with pytest.raises(worker.JobError, match="unknown option 'loss.ibrf'"):
         worker.build_config({"options": {"preset": "fast", "device": "cpu"}, "config": {"loss": {"ibrf": 7.0}}})
