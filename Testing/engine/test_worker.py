@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from MedGSLib import worker
-from MedGSLib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 
