@@ -45,12 +45,13 @@ def default_config(preset_name: str = "fast", device: str = "auto", **overrides)
     cfg = preset(preset_name)
     cfg.device = device
     if preset_name in ("fast", "quality") and _resolves_to_cpu(device):
-        # the pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that
-        # a small case finishes in minutes (quality is lower than on a GPU; see README Results)
-        cfg.schedule.iterations = 300
-        cfg.schedule.frames_per_step = 4
-        cfg.model.num_points = 20_000
-        cfg.model.max_gaussians = 40_000
+        # on a CPU the Gaussians and the iterations follow the data and a time budget: 0 = sized
+        # by sizing.py once the Trainer knows the kept frames' shape
+        from .sizing import CPU_FRAMES_PER_STEP
+        cfg.schedule.iterations = 0
+        cfg.schedule.frames_per_step = CPU_FRAMES_PER_STEP
+        cfg.model.num_points = 0
+        cfg.model.max_gaussians = 0
     for k, v in overrides.items():
         if v is None:
             continue
