@@ -10,10 +10,10 @@ SHAPES = [(5, 32, 28), (9, 32, 28), (15, 101, 122), (30, 101, 122), (32, 128, 12
 
 
 def test_cpu_gaussians_follow_the_kept_voxels():
-    assert sizing.gaussians((9, 32, 28), "cpu") == (672, 1344)         # 8064 voxels: 1/12 and 1/6
-    assert sizing.gaussians((15, 101, 122), "cpu") == (15402, 30805)
-    assert sizing.gaussians((64, 256, 256), "cpu") == (40_000, 40_000)  # absolute cap
-    assert sizing.gaussians((2, 4, 4), "cpu") == (2, 5)
+    assert sizing.gaussians((9, 32, 28), "cpu") == (2016, 4032)        # 8064 voxels: 1/4 and 1/2
+    assert sizing.gaussians((5, 32, 28), "cpu") == (1120, 2240)
+    assert sizing.gaussians((15, 101, 122), "cpu") == (40_000, 40_000)  # absolute cap
+    assert sizing.gaussians((2, 4, 4), "cpu") == (8, 16)
 
 
 def test_gaussians_never_exceed_a_fraction_of_the_kept_voxels():
@@ -80,7 +80,7 @@ def test_cpu_variant_is_sized_by_the_trainer():
     frames = torch.rand(5, 32, 28, generator=torch.Generator().manual_seed(0))
     tr = Trainer(frames, cfg)
     plan = sizing.plan((5, 32, 28), "cpu", "fast")
-    assert tr.model.n == plan.num_points == 373
+    assert tr.model.n == plan.num_points == 1120
     assert (cfg.model.max_gaussians, cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations)
     # explicit values win
     cfg2 = default_config("fast", "cpu", iterations=7, max_gaussians=500)
