@@ -100,8 +100,8 @@ class OptimConfig:
 @dataclass
 class FlowConfig:
     """Motion fields of the in-between targets (flow.py; used when loss.ibfr_target == "flow")."""
-    levels: int = 4             # pyramid levels (factor 2 each)
-    iterations: int = 60        # Adam steps per level
+    levels: int = 0             # pyramid levels (factor 2 each); 0 = as many as the frame allows, up to 4 (sizing.py)
+    iterations: int = 0         # Adam steps per level; 0 = 60 on a GPU, a share of the run's budget on a CPU
     lr: float = 0.25            # Adam step in pixels of the current level
     smooth: float = 1.0         # weight of the squared first differences of the field
     eps: float = 1e-3           # Charbonnier epsilon (intensity units, frames in [0, 1])
@@ -320,9 +320,11 @@ def cpu_variant(cfg: TrainConfig) -> list[dict]:
     The pure-torch renderer on a CPU does ~1e7 pair evaluations/s: a lighter schedule so that a
     small case finishes in minutes (quality is lower than on a GPU; see README Results).
     """
-    why = "CPU variant of the preset: the pure-torch renderer on a CPU needs a lighter schedule"
-    changes = {"schedule.iterations": 300, "schedule.frames_per_step": 4,
-               "model.num_points": 20_000, "model.max_gaussians": 40_000}
+    from .sizing import CPU_FRAMES_PER_STEP
+    why = ("CPU variant of the preset: the pure-torch renderer on a CPU needs a lighter schedule; "
+           "0 = sized from the kept frames and a time budget by sizing.py")
+    changes = {"schedule.iterations": 0, "schedule.frames_per_step": CPU_FRAMES_PER_STEP,
+               "model.num_points": 0, "model.max_gaussians": 0}
     out = []
     for key, value in changes.items():
         section, name = key.split(".")

@@ -59,6 +59,11 @@ def estimate(frames, config: FlowConfig | None = None, pairs=None):
     import torch
     import torch.nn.functional as F
     cfg = config or FlowConfig()
+    if not (cfg.levels and cfg.iterations):     # 0 = sized from the frames (GPU budget)
+        import dataclasses
+        from . import sizing
+        cfg = dataclasses.replace(cfg, levels=cfg.levels or sizing.flow_levels(frames.shape),
+                                  iterations=cfg.iterations or sizing.FLOW_STEPS[1])
     frames = frames.float()
     if pairs is None:
         ia = torch.arange(frames.shape[0] - 1, device=frames.device)

@@ -7,8 +7,10 @@ Frames are float32 [F, H, W] in [0, 1]; masks are float32 [L, F, H, W] one-hot c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -67,6 +69,7 @@ class Trainer:
             renderer, renderer_reason = select_renderer(self.device, config.renderer)
         self.renderer, self.renderer_reason = renderer, renderer_reason
         self.F, self.H, self.W = (int(x) for x in ref.shape)
+        self._size_to_data()
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
         self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
@@ -98,10 +101,26 @@ class Trainer:
         from .densify import DensifyState
         self.dstate = DensifyState(self.model.n, self.device)
         self.background = None
+        t_flow = time.perf_counter()
         with cpu_deterministic(self.device):
             self.flow = self._fit_flow()
+        self.flow_seconds = time.perf_counter() - t_flow
         # which label is on which frame, kept on the host: picking channels must not wait for the GPU
         self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
+
+    def _size_to_data(self):
+        """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""
+        from . import sizing
+        plan = sizing.plan((self.F, self.H, self.W), self.device.type, self.cfg.preset.split("+")[0])
+        mc, sc = self.cfg.model, self.cfg.schedule
+        mc.num_points = mc.num_points or plan.num_points
+        mc.max_gaussians = mc.max_gaussians or max(plan.max_gaussians, mc.num_points)
+        sc.iterations = sc.iterations or plan.iterations
+        if self.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+            import torch
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0     # not on Windows
+            torch.set_num_threads(sizing.cpu_threads((self.F, self.H, self.W), os.cpu_count() or 1, load,
+                                                     sc.frames_per_step))
 
     def _fit_flow(self):
         """Half-way motion fields for the in-between targets (flow.py), fitted once on the frames.
@@ -114,18 +133,24 @@ class Trainer:
             return None
         if lc.ibfr_target != "flow":
             raise InputError(f"unknown IBFR target {lc.ibfr_target!r}: use 'linear' or 'flow'")
-        from . import flow
+        from . import flow, sizing
         src = self.frames if self.frames is not None else self.masks.sum(0).clamp(0, 1)
+        # levels / steps left at 0 follow the data and the run's budget (sizing.py)
+        shape, kind, sc = (self.F, self.H, self.W), self.device.type, self.cfg.schedule
+        fc = dataclasses.replace(
+            self.cfg.flow, levels=self.cfg.flow.levels or sizing.flow_levels(shape),
+            iterations=self.cfg.flow.iterations or sizing.flow_steps(shape, kind, sc.iterations, sc.frames_per_step))
+        self.flow_config = fc
         out = {}
         if self.pipeline in ("img", "joint"):
-            out["image"] = flow.estimate(src, self.cfg.flow)
+            out["image"] = flow.estimate(src, fc)
         if self.masks is not None and lc.seg_ibfr > 0:
             ann = sorted(self.mask_frames)
             pairs = list(zip(ann[:-1], ann[1:]))
             if pairs:
                 same = all(j == i + 1 for i, j in pairs) and "image" in out
                 out["seg_pairs"] = pairs
-                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, self.cfg.flow, pairs=pairs)
+                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, fc, pairs=pairs)
         return out or None
 
     # ------------------------------------------------------------------ setup
@@ -415,7 +440,8 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         stopped_early = stopped_early or self.step < sc.iterations
         info = {"iterations_run": self.step, "iterations_planned": sc.iterations, "stopped_early": stopped_early,
-                "train_seconds": elapsed, "gaussians": self.model.n, "renderer": self.renderer.name,
+                "train_seconds": elapsed, "flow_seconds": self.flow_seconds, "gaussians": self.model.n,
+                "renderer": self.renderer.name, "threads": torch.get_num_threads(),
                 "renderer_reason": self.renderer_reason, "device": str(self.device),
                 "train_psnr": psnr_window[-1] if psnr_window else None,
                 "n_isects_per_step": isects / max(1, self.step), "self_check": self.selfcheck,
@@ -452,7 +478,7 @@ class Trainer:
         blend = None
         if self.flow is not None and "image" in self.flow:
             from . import flow
-            d = flow.estimate(self.frames, pairs=[(j - 1, j + 1) for j in self.holdout])
+            d = flow.estimate(self.frames, self.flow_config, pairs=[(j - 1, j + 1) for j in self.holdout])
             blend = flow.blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()

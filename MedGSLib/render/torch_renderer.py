@@ -6,12 +6,16 @@ all depths equal, as in the released MedGS):
   skipped when power < 0 or alpha < 1/255; C = sum c_i alpha_i T_i; compositing stops
   *before* a splat that would bring T to <= 1e-4; returned alpha = 1 - T_final.
 
-How: every (splat, tile) intersection is expanded to the tile's pixels, the intersections
-are stably sorted by tile (which keeps the compositing order inside a tile), and the
-transmittance is a segmented cumulative sum of log(1 - alpha) down each tile's list (float64,
-so that long lists keep their precision). No per-pixel sort is needed. Work is split into
-chunks of whole tiles; with gradients on and several chunks, each chunk is checkpointed so
-that memory stays bounded (the chunk is recomputed in the backward pass).
+How: every (splat, tile) intersection is expanded to the tile's pixels and the intersections
+are stably sorted by tile (which keeps the compositing order inside a tile). A first pass
+without gradients finds the (splat, pixel) pairs that are not skipped (on real frames most of
+a splat's tile rectangle is outside its 1/255 ellipse) and lists them pixel by pixel, each
+pixel's splats contiguous and in compositing order. Compositing then runs on that compact
+list only: the transmittance is a segmented cumulative sum of log(1 - alpha) down each
+pixel's list (float64, so that long lists keep their precision), and the backward pass is
+written out (suffix sums of the colour behind each splat) instead of being recorded op by
+op, so no [pairs] intermediate is kept for autograd. The first pass is split into chunks of
+whole tiles so that its [rows, tile^2] temporaries stay bounded.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from .base import Renderer, RenderOutput
 ALPHA_MAX = 0.999        # gsplat 1.5.3 kernel clamp (the INRIA rasteriser upstream uses 0.99)
 ALPHA_MIN = 1.0 / 255.0
 T_STOP = 1e-4
+LOG_T_STOP = math.log(T_STOP)
 
 
 def tile_ranges(means2d, radii, tile_size: int, tiles_x: int, tiles_y: int):
@@ -66,95 +71,151 @@ class TorchRenderer(Renderer):
         key, order = torch.sort(key, stable=True)
         return sid[order], key, tw, th
 
+    def pixel_pairs(self, splats, sid, key, tw, th):
+        """The (splat, pixel) pairs that composite, ordered pixel by pixel and, per pixel, in packed
+        order: splat ids, global pixel ids (tile * ts^2 + pixel in tile), mean - pixel centre (dx,
+        dy) and o exp(-power) before the clamp. Also returns the number of chunks.
+
+        Each chunk's rows are laid out [ts^2, rows]: flattened, each pixel of a tile has its
+        splats contiguous and in order; chunks end on tile boundaries, so concatenating the
+        chunks' lists keeps that.
+        """
+        import torch
+        ts = self.tile_size
+        dev = splats.means2d.device
+        pix = torch.arange(ts * ts, device=dev)
+        offx, offy = (pix % ts).float() + 0.5, (pix // ts).float() + 0.5
+        # one row per splat, gathered once per chunk: mx, my, a, b, c, o
+        attr = torch.cat([splats.means2d.detach(), splats.conics.detach(),
+                          splats.opacities.detach()[:, None]], 1).contiguous()
+        _, counts = torch.unique_consecutive(key, return_counts=True)
+        ends_np = torch.cumsum(counts, 0).cpu().numpy()
+        rows_budget = max(1, self.max_elements // (ts * ts * 4))
+        # greedy split at tile boundaries so that each chunk has <= rows_budget rows
+        bounds, lo_row = [], 0
+        while lo_row < sid.numel():
+            seg = int(np.searchsorted(ends_np, lo_row + rows_budget, side="right"))
+            first = int(np.searchsorted(ends_np, lo_row, side="right"))   # a chunk holds >= 1 tile
+            hi_row = int(ends_np[max(seg, first + 1) - 1])
+            bounds.append((lo_row, hi_row))
+            lo_row = hi_row
+        lists = []
+        for lo, hi in bounds:
+            c_sid, c_key = sid[lo:hi], key[lo:hi]
+            rows = hi - lo
+            t_local = c_key % (tw * th)
+            ox = ((t_local % tw) * ts).float()
+            oy = ((t_local // tw) * ts).float()
+            at = attr.index_select(0, c_sid)
+            dx = (at[:, 0] - ox)[None] - offx[:, None]                      # [ts^2, rows]
+            dy = (at[:, 1] - oy)[None] - offy[:, None]
+            power = 0.5 * (at[:, 2][None] * dx * dx + at[:, 4][None] * dy * dy) + at[:, 3][None] * dx * dy
+            raw = at[:, 5][None] * torch.exp(-power)
+            ok = (power >= 0) & (torch.clamp_max(raw, ALPHA_MAX) >= ALPHA_MIN)
+            flat = torch.nonzero(ok.view(-1)).squeeze(1)
+            r_idx = flat % rows
+            p_idx = flat // rows
+            lists.append((c_sid.index_select(0, r_idx), c_key.index_select(0, r_idx) * (ts * ts) + p_idx,
+                          dx.view(-1).index_select(0, flat), dy.view(-1).index_select(0, flat),
+                          raw.view(-1).index_select(0, flat)))
+        if len(lists) == 1:
+            return lists[0] + (1,)
+        return tuple(torch.cat(x) for x in zip(*lists)) + (len(bounds),)
+
     def render(self, splats, background=None) -> RenderOutput:
         import torch
-        from torch.utils.checkpoint import checkpoint
-
         ts = self.tile_size
         T, H, W = splats.n_frames, splats.height, splats.width
         C = splats.colors.shape[1]
         dev = splats.means2d.device
         sid, key, tw, th = self.intersections(splats)
-        n_tiles = T * th * tw
-        out = torch.zeros(n_tiles, ts * ts, C, device=dev, dtype=torch.float32)
-        logT = torch.zeros(n_tiles, ts * ts, device=dev, dtype=torch.float64)
+        n_pix = T * th * tw * ts * ts
+        chunks = 0
         if sid.numel():
-            tiles, counts = torch.unique_consecutive(key, return_counts=True)
-            ends = torch.cumsum(counts, 0)
-            rows_budget = max(1, self.max_elements // (ts * ts * (4 + C)))
-            # greedy split at tile boundaries so that each chunk has <= rows_budget rows
-            ends_np = ends.cpu().numpy()
-            bounds, lo_seg, lo_row = [], 0, 0
-            while lo_seg < len(ends_np):
-                hi_seg = int(np.searchsorted(ends_np, lo_row + rows_budget, side="right"))
-                hi_seg = max(hi_seg, lo_seg + 1)
-                bounds.append((lo_seg, hi_seg))
-                lo_row = int(ends_np[hi_seg - 1])
-                lo_seg = hi_seg
-            grad = torch.is_grad_enabled() and any(
-                t.requires_grad for t in (splats.means2d, splats.conics, splats.opacities, splats.colors))
-            pix = torch.arange(ts * ts, device=dev)
-            off = torch.stack([(pix % ts).float() + 0.5, (pix // ts).float() + 0.5], 1)   # [ts^2, 2]
-            outs, logs, tile_lists = [], [], []
-            for lo_seg, hi_seg in bounds:
-                row_lo = int(ends_np[lo_seg - 1]) if lo_seg > 0 else 0
-                row_hi = int(ends_np[hi_seg - 1])
-                c_tiles = tiles[lo_seg:hi_seg]
-                c_counts = counts[lo_seg:hi_seg]
-                c_key = key[row_lo:row_hi]
-                c_sid = sid[row_lo:row_hi]
-                rel = torch.repeat_interleave(torch.arange(c_tiles.numel(), device=dev), c_counts)
-                seg_start = torch.repeat_interleave(torch.cumsum(c_counts, 0) - c_counts, c_counts)
-                tile_in_frame = c_key % (th * tw)
-                origin = torch.stack([(tile_in_frame % tw) * ts, (tile_in_frame // tw) * ts], 1).float()
-                args = (splats.means2d, splats.conics, splats.opacities, splats.colors)
-                fn = _ChunkFn(c_sid, rel, seg_start, origin, off, c_tiles.numel())
-                if grad and len(bounds) > 1:
-                    o, lt = checkpoint(fn, *args, use_reentrant=False)
-                else:
-                    o, lt = fn(*args)
-                outs.append(o)
-                logs.append(lt)
-                tile_lists.append(c_tiles)
-            all_tiles = torch.cat(tile_lists)
-            out = out.index_copy(0, all_tiles, torch.cat(outs))
-            logT = logT.index_copy(0, all_tiles, torch.cat(logs))
+            p_sid, p_pid, dx, dy, raw, chunks = self.pixel_pairs(splats, sid, key, tw, th)
+            out, logT = _composite()(splats.means2d, splats.conics, splats.opacities, splats.colors,
+                                     p_sid, p_pid, dx, dy, raw, n_pix)
+        else:
+            out = torch.zeros(n_pix, C, device=dev, dtype=torch.float32)
+            logT = torch.zeros(n_pix, device=dev, dtype=torch.float64)
         img = out.view(T, th, tw, ts, ts, C).permute(0, 1, 3, 2, 4, 5).reshape(T, th * ts, tw * ts, C)
         trans = torch.exp(logT).float().view(T, th, tw, ts, ts).permute(0, 1, 3, 2, 4).reshape(
             T, th * ts, tw * ts, 1)
         img, trans = img[:, :H, :W], trans[:, :H, :W]
         if background is not None:
             img = img + trans * background.view(1, 1, 1, -1)
-        return RenderOutput(img, 1.0 - trans, int(sid.numel()), {"tile_size": ts})
+        return RenderOutput(img, 1.0 - trans, int(sid.numel()), {"tile_size": ts, "chunks": chunks})
 
 
-class _ChunkFn:
-    """Forward of one chunk of whole tiles: returns colour sums and log-transmittance per pixel."""
+def _segments(pid):
+    """Index of the first and of the last pair of each pair's pixel (pid sorted by pixel)."""
+    import torch
+    _, inverse, counts = torch.unique_consecutive(pid, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0)
+    return (ends - counts)[inverse], (ends - 1)[inverse]
 
-    def __init__(self, sid, rel, seg_start, origin, off, n_tiles):
-        self.sid, self.rel, self.seg_start = sid, rel, seg_start
-        self.origin, self.off, self.n_tiles = origin, off, n_tiles
 
-    def __call__(self, means2d, conics, opacities, colors):
-        import torch
-        sid = self.sid
-        px = self.origin[:, None, :] + self.off[None]                     # [R, ts^2, 2] pixel centres
-        d = means2d[sid][:, None, :] - px                                 # mean - pixel, as gsplat
-        q = conics[sid]
-        power = 0.5 * (q[:, 0:1] * d[..., 0] ** 2 + q[:, 2:3] * d[..., 1] ** 2) + q[:, 1:2] * d[..., 0] * d[..., 1]
-        alpha = torch.clamp_max(opacities[sid][:, None] * torch.exp(-power), ALPHA_MAX)
-        alpha = torch.where((power >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-        lg = torch.log1p(-alpha).double()
-        cs = torch.cumsum(lg, 0)
-        prev = self.seg_start - 1
-        base = torch.where((prev >= 0)[:, None], cs[prev.clamp_min(0)], torch.zeros_like(cs[:1]))
-        incl = cs - base
-        keep = (incl > math.log(T_STOP)).detach()
-        weight = alpha * keep * torch.exp(incl - lg).float()              # alpha_i * T_i (exclusive)
-        col = colors[sid]                                                 # [R, C]
-        contrib = weight[..., None] * col[:, None, :]
-        o = torch.zeros(self.n_tiles, weight.shape[1], col.shape[1], device=col.device,
-                        dtype=col.dtype).index_add(0, self.rel, contrib)
-        lt = torch.zeros(self.n_tiles, weight.shape[1], device=col.device, dtype=torch.float64
-                         ).index_add(0, self.rel, lg * keep)
-        return o, lt
+_FN = None
+
+
+def _composite():
+    """Front-to-back compositing of the compact pair list, with its backward written out
+    (a torch.autograd.Function, made on first use so that importing this module needs no torch)."""
+    global _FN
+    if _FN is not None:
+        return _FN
+    import torch
+
+    class Composite(torch.autograd.Function):
+        """Inputs are the splats (for their gradients) and the pair list of pixel_pairs, whose
+        dx, dy and raw alpha the first pass already computed from the same splats."""
+
+        @staticmethod
+        def forward(ctx, means2d, conics, opacities, colors, sid, pid, dx, dy, raw, n_pix):
+            first, last = _segments(pid)
+            alpha = torch.clamp_max(raw, ALPHA_MAX)
+            lg = torch.log1p(-alpha).double()
+            cs = torch.cumsum(lg, 0)
+            incl = cs - (cs[first] - lg[first])           # log T after this splat, within its pixel
+            keep = incl > LOG_T_STOP                       # the stop is absorbing: kept pairs are a prefix
+            trans = torch.exp(incl - lg).float()          # T before this splat
+            w = alpha * trans * keep
+            out = torch.zeros(n_pix, colors.shape[1], device=colors.device, dtype=colors.dtype
+                              ).index_add_(0, pid, w[:, None] * colors.index_select(0, sid))
+            logT = torch.zeros(n_pix, device=colors.device, dtype=torch.float64
+                               ).index_add_(0, pid, lg * keep)
+            ctx.save_for_backward(conics, opacities, colors, sid, pid, dx, dy, raw, w, last)
+            ctx.n = means2d.shape[0]
+            return out, logT
+
+        @staticmethod
+        def backward(ctx, g_out, g_logT):
+            conics, opacities, colors, sid, pid, dx, dy, raw, w, last = ctx.saved_tensors
+            alpha = torch.clamp_max(raw, ALPHA_MAX)
+            g_pix = g_out.index_select(0, pid)                        # dL/dC of each pair's pixel
+            cg = (colors.index_select(0, sid) * g_pix).sum(1)
+            # colour composited behind splat i in its pixel: S_i = sum_{k > i} w_k c_k . g
+            cv = torch.cumsum((w * cg).double(), 0)
+            behind = (cv[last] - cv).float()
+            g_lt = g_logT.index_select(0, pid).to(alpha.dtype)
+            # C = sum w_k c_k with w_k = alpha_k T_k; dC/dalpha_i = T_i c_i - S_i / (1 - alpha_i);
+            # d log T / dalpha_i = -1 / (1 - alpha_i); pairs after the stop (w = 0) get nothing
+            trans_kept = torch.where(w > 0, w / alpha, torch.zeros_like(w))
+            g_alpha = torch.where(w > 0, trans_kept * cg - (behind + g_lt) / (1 - alpha), torch.zeros_like(w))
+            g_raw = g_alpha * (raw <= ALPHA_MAX)
+            g_power = -g_raw * raw
+            # per splat, the conic is constant: sum the pair terms first, multiply by it after
+            terms = torch.stack([g_power * dx, g_power * dy, g_power * dx * dx, g_power * dx * dy,
+                                 g_power * dy * dy, g_raw * raw], 1)
+            if ctx.needs_input_grad[3]:
+                terms = torch.cat([terms, w[:, None] * g_pix], 1)
+            acc = torch.zeros(ctx.n, terms.shape[1], device=raw.device, dtype=raw.dtype).index_add_(0, sid, terms)
+            a, b, c = conics[:, 0], conics[:, 1], conics[:, 2]
+            gm = torch.stack([a * acc[:, 0] + b * acc[:, 1], c * acc[:, 1] + b * acc[:, 0]], 1)
+            gq = torch.stack([0.5 * acc[:, 2], acc[:, 3], 0.5 * acc[:, 4]], 1)
+            go = acc[:, 5] / opacities
+            gc = acc[:, 6:] if ctx.needs_input_grad[3] else None
+            return gm, gq, go, gc, None, None, None, None, None, None
+
+    _FN = Composite.apply
+    return _FN

@@ -2,6 +2,7 @@
 
     python Testing/Benchmarks/bench_speed.py --case ct_aorta --size 128 256 256 --keep 2 --device cuda
     python Testing/Benchmarks/bench_speed.py --case ct_abdomen3mm --size 64 128 128 --keep 2 --device cpu
+    python Testing/Benchmarks/bench_speed.py --suite cpu --json Testing/Benchmarks/results/cpu_suite.json
 
 The case is read with its geometry, brought to the requested (Z, Y, X) size by trilinear
 resampling (torch.nn.functional.interpolate, align_corners=True) so that sizes are comparable
@@ -9,6 +10,14 @@ across cases, every `--keep`-th slice is kept, MedGS trains on the kept slices a
 full grid; held-out slices are scored as in reference/evaluation.md (PSNR pooled on the
 reference's [0, 1] min-max mapping; SSIM per held-out slice, Gaussian window sigma 1.5) next to
 linear and cubic B-spline interpolation of the same kept slices. Prints one table, writes JSON.
+Stages are timed apart: load (read + resample + normalise), fit-flow (the motion fields of the
+in-between targets), train, render (the dense stack), write.
+
+`--suite cpu` runs issue 13's CPU targets one after the other (2 cores): the README's example
+command end to end (`medgs run ... --factor 2`, wall clock of the process), then held-out
+quality and stage times at keep 2 on the example (29 x 101 x 122), ct_aorta resampled to
+64 x 128 x 128 and ct_abdomen3mm resampled to 9 x 32 x 28; the load average is recorded next
+to every timing (the machine is shared).
 Needs only torch, numpy, nibabel (or SimpleITK) and, for the GPU path, gsplat.
 """
 from __future__ import annotations
@@ -70,8 +79,55 @@ def scores(pred, ref, held, lo, hi):
     return {"psnr": metrics.psnr_pooled(p, r, mask), "ssim": ssim}
 
 
+CPU_SUITE = [("ct_abdomen3mm", [29, 101, 122], 30.0), ("ct_aorta", [64, 128, 128], 60.0),
+             ("ct_abdomen3mm", [9, 32, 28], 10.0)]
+EXAMPLE = ROOT / "Resources" / "Examples" / "ct_abdomen3mm_image.nii.gz"
+
+
+def environment() -> dict:
+    import os
+    import platform
+
+    import torch
+    cpu = platform.processor()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def load_average() -> list:
+    import os
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def example_end_to_end(device: str) -> dict:
+    """The README's example command in a fresh process: wall clock and run.json's stage times."""
+    import os
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-m", "MedGSLib", "run", str(EXAMPLE), "--factor", "2", "-o", tmp,
+               "--device", device, "-q"]
+        load0 = load_average()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        rec = json.loads((Path(tmp) / "run.json").read_text())
+    res = rec["result"]
+    return {"case": "README example (medgs run ... --factor 2)", "wall_s": wall, "load_avg_before": load0,
+            "load_avg_after": load_average(), "timings_s": res["timings_s"], "flow_s": res.get("flow_seconds"),
+            "iterations": res["iterations_run"], "gaussians": res["gaussians"], "target_s": 30.0}
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", choices=["cpu"], help="run issue 13's CPU cases (see the module docstring)")
     ap.add_argument("--case", default="ct_aorta")
     ap.add_argument("--size", type=int, nargs=3, default=[128, 256, 256], help="Z Y X after resampling")
     ap.add_argument("--keep", type=int, default=2)
@@ -84,11 +140,46 @@ def main():
     ap.add_argument("--save-slice", help="save a held-out slice (truth, linear, B-spline, MedGS) to this .npz")
     ap.add_argument("--no-score", action="store_true", help="skip SSIM (memory case)")
     a = ap.parse_args()
+    if a.suite == "cpu":
+        return cpu_suite(a)
+    row = bench(a)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(row, indent=1, default=float))
+
+
+def cpu_suite(a):
+    import copy
+    rows = {"environment": environment(), "example": example_end_to_end("cpu"), "cases": []}
+    print(json.dumps(rows["example"], indent=1, default=float))
+    for case, size, target in CPU_SUITE:
+        b = copy.copy(a)
+        b.case, b.size, b.keep, b.device = case, size, 2, "cpu"
+        row = bench(b)
+        row["target_s"] = target
+        rows["cases"].append(row)
+    print("| case | load avg | iters | Gaussians | load / fit-flow / train / render / write s | total s (target) "
+          "| MedGS PSNR | linear PSNR |")
+    for r in rows["cases"]:
+        tot = r["load_s"] + r["flow_s"] + r["train_s"] + r["render_s"] + r["write_s"]
+        print(f"| {r['case']} {'x'.join(map(str, r['size_zyx']))} | {r['load_avg_before'][0]:.1f} | {r['iterations']} | "
+              f"{r['gaussians']} | {r['load_s']:.1f} / {r['flow_s']:.1f} / {r['train_s']:.1f} / {r['render_s']:.1f} / "
+              f"{r['write_s']:.1f} | {tot:.1f} ({r['target_s']:.0f}) | {r['medgs']['psnr']:.2f} | "
+              f"{r['linear']['psnr']:.2f} |")
+    ex = rows["example"]
+    print(f"README example end to end: {ex['wall_s']:.1f} s (target 30), load {ex['load_avg_before']}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(rows, indent=1, default=float))
+
+
+def bench(a) -> dict:
     import torch
     from MedGSLib.api import default_config, interpolate_array
     from MedGSLib.config import apply_overrides
     from MedGSLib.frames import Normalizer, keep_every
     from MedGSLib.io import read_volume
+    load0 = load_average()
     t0 = time.perf_counter()
     vol = read_volume(find_case(a.case))
     ref = resize(vol.array, a.size)
@@ -117,7 +208,8 @@ def main():
            else f"CPU ({torch.get_num_threads()} threads)",
            "renderer": info["renderer"], "renderer_reason": info["renderer_reason"], "preset": a.preset,
            "iterations": info["iterations_run"], "overrides": a.set, "gaussians": info["gaussians"],
-           "load_s": t_load, "train_s": info["train_seconds"], "render_s": info["render_seconds"], "write_s": t_write,
+           "load_avg_before": load0, "load_avg_after": load_average(),
+           "load_s": t_load, "flow_s": info.get("flow_seconds", 0.0), "train_s": info["train_seconds"], "render_s": info["render_seconds"], "write_s": t_write,
            "peak_gpu_gb": info.get("peak_gpu_memory_gb"), "n_isects_per_step": info["n_isects_per_step"],
            "pair_throughput": info["pair_throughput"],
            "ceiling_share": info["pair_throughput"] / CEILING}
@@ -137,20 +229,20 @@ def main():
         np.savez_compressed(a.save_slice, index=i, truth=ref[i], linear=linear(kept, a.keep, n)[i],
                             bspline=bspline(kept, a.keep, n)[i], medgs=dense[i], lo=lo, hi=hi)
     print(json.dumps(row, indent=1, default=float))
+    row["environment"] = environment()
     q = (f"| {row['case']} {'x'.join(map(str, row['size_zyx']))} k={a.keep} | {row['device']} | {row['renderer']} | "
-         f"{row['iterations']} | {row['gaussians']} | {t_load:.1f} / {row['train_s']:.1f} / {row['render_s']:.1f} / "
+         f"{row['iterations']} | {row['gaussians']} | {t_load:.1f} / {row['flow_s']:.1f} / {row['train_s']:.1f} / "
+         f"{row['render_s']:.1f} / "
          f"{t_write:.1f} | {row['peak_gpu_gb'] or 0:.2f} | {row['pair_throughput']:.2e} ({100 * row['ceiling_share']:.1f}%) |")
     if "medgs" in row:
         q += (f" {row['medgs']['psnr']:.2f} / {row['medgs']['ssim']:.3f} | {row['linear']['psnr']:.2f} / "
               f"{row['linear']['ssim']:.3f} | {row['bspline']['psnr']:.2f} / {row['bspline']['ssim']:.3f} |")
         if "optflow" in row:
             q += f" {row['optflow']['psnr']:.2f} / {row['optflow']['ssim']:.3f} |"
-    print("| case | device | renderer | iters | Gaussians | load/train/render/write s | peak GB | pairs/s (of 3e11) "
+    print("| case | device | renderer | iters | Gaussians | load/fit-flow/train/render/write s | peak GB | pairs/s (of 3e11) "
           "| MedGS PSNR/SSIM | linear | B-spline | optical flow |")
     print(q)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(row, indent=1, default=float))
+    return row
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""How much model and how much work a run gets for its data, device and preset (one owner).
+
+Pure functions of the kept frames' shape (F, H, W), the device kind ("cpu" or "cuda") and the
+preset name; they return plain numbers and never read a config, so any caller can use them.
+
+- Gaussians follow the data: a GPU run starts with one Gaussian per 6 kept voxels (as the fast
+  preset always did); a CPU run with one per 4. Neither may ever grow past half the kept
+  voxels, nor past the absolute caps below (300k on a GPU, 40k on a CPU).
+- CPU iterations follow a time budget: the pure-torch renderer costs about
+  CPU_STEP_S_PER_PIXEL seconds per rendered pixel and step (measured after its rewrite on
+  this shared 2-core machine), the budget grows with the kept voxels, and the count is held
+  between CPU_ITERATIONS (quality needs the lower bound more than the budget does).
+- CPU threads: one, unless a step renders enough pixels and the machine has idle cores.
+- The motion fields (flow.py) get a fixed share of that budget: their steps per level are
+  cut so that fitting them costs about FLOW_SHARE of the training time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GPU_START_PER_VOXEL = 1 / 6
+GPU_MAX_PER_VOXEL = 1 / 2
+GPU_MAX_GAUSSIANS = 300_000
+# 9 x 32 x 28 CT at keep 2 (4480 kept voxels, 150 steps): 1/12 -> 23.8 dB, 1/4 -> 25.5 dB held
+# out (linear 25.3); on larger frames the 40k cap binds first
+CPU_START_PER_VOXEL = 1 / 4
+CPU_MAX_PER_VOXEL = 1 / 2
+CPU_MAX_GAUSSIANS = 40_000
+
+CPU_STEP_S_PER_PIXEL = 5e-6       # one rendered frame-pixel, forward + backward + the step's rest
+CPU_BUDGET_S_PER_VOXEL = 1 / 10_000
+CPU_BUDGET_S = (5.0, 60.0)        # training budget bounds, seconds
+# fewer than 150 steps lose several dB on held-out slices (29 x 101 x 122 CT, keep 2: 60 steps
+# 26.6 dB, 150 steps 30.2 dB, 300 steps 34.6 dB; linear 34.8 dB), whatever the budget says
+CPU_ITERATIONS = (150, 300)
+CPU_FRAMES_PER_STEP = 4
+# below this many rendered pixels per step a second thread costs more than it gives, and on a
+# loaded machine OpenMP threads waiting for a busy core make every op ~30x slower (measured:
+# 30 steps on 5 x 32 x 28 frames, 40 s on 2 threads at load 8, 1.3 s on 1)
+CPU_THREAD_PIXELS = 50_000
+
+FLOW_S_PER_PIXEL = 2.5e-7         # one Adam step of one pair at the finest level (coarser: +1/3)
+FLOW_SHARE = 0.1
+FLOW_STEPS = (8, 60)
+FLOW_MIN_SIDE = 16                # flow.py's pyramid stops below this side
+
+
+@dataclass(frozen=True)
+class Plan:
+    num_points: int
+    max_gaussians: int
+    iterations: int
+    frames_per_step: int
+    flow_levels: int
+    flow_steps: int
+
+
+def _voxels(shape) -> int:
+    f, h, w = (int(x) for x in shape)
+    if min(f, h, w) < 1:
+        raise ValueError(f"kept frames must be non-empty, got shape {tuple(shape)}")
+    return f * h * w
+
+
+def gaussians(shape, device: str, preset: str = "fast") -> tuple[int, int]:
+    """(initial Gaussians, most Gaussians) for kept frames of `shape` on `device`."""
+    v = _voxels(shape)
+    if device == "cpu":
+        cap = max(1, min(CPU_MAX_GAUSSIANS, int(v * CPU_MAX_PER_VOXEL)))
+        return min(cap, max(1, int(v * CPU_START_PER_VOXEL))), cap
+    cap = max(1, min(GPU_MAX_GAUSSIANS, int(v * GPU_MAX_PER_VOXEL)))
+    return min(cap, max(1, int(v * GPU_START_PER_VOXEL))), cap
+
+
+def cpu_train_budget_s(shape) -> float:
+    """Seconds of CPU training a run of this size is given."""
+    lo, hi = CPU_BUDGET_S
+    return min(hi, max(lo, _voxels(shape) * CPU_BUDGET_S_PER_VOXEL))
+
+
+def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
+    """CPU iterations that fit the budget (each step renders its frames and as many in-between
+    frames); on a GPU the preset's own count (returns 0: keep it)."""
+    if device != "cpu":
+        return 0
+    _, h, w = (int(x) for x in shape)
+    step_s = CPU_STEP_S_PER_PIXEL * 2 * frames_per_step * h * w
+    n = int(cpu_train_budget_s(shape) / step_s)
+    if preset == "quality":
+        n *= 2
+    lo, hi = CPU_ITERATIONS
+    return max(lo, min(hi * (2 if preset == "quality" else 1), n))
+
+
+def cpu_threads(shape, cores: int, load: float, frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
+    """Torch threads for CPU training: `cores` minus what `load` (1-minute load average, other
+    processes) keeps busy, and 1 for steps too small to share."""
+    _, h, w = (int(x) for x in shape)
+    if 2 * frames_per_step * h * w < CPU_THREAD_PIXELS:
+        return 1
+    return max(1, min(int(cores), int(cores - load + 0.5)))
+
+
+def flow_levels(shape) -> int:
+    """Pyramid levels that flow.py can use on frames of this size (at most 4)."""
+    _, h, w = (int(x) for x in shape)
+    side, n = min(h, w), 1
+    while n < 4 and side >= FLOW_MIN_SIDE:
+        side = -(-side // 2)
+        n += 1
+    return n
+
+
+def flow_steps(shape, device: str, train_iterations: int, frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
+    """Adam steps per pyramid level: 60 on a GPU; on a CPU, FLOW_SHARE of the training time."""
+    if device != "cpu":
+        return FLOW_STEPS[1]
+    f, h, w = (int(x) for x in shape)
+    train_s = train_iterations * CPU_STEP_S_PER_PIXEL * 2 * frames_per_step * h * w
+    per_step_s = FLOW_S_PER_PIXEL * max(1, f - 1) * h * w * 4 / 3
+    lo, hi = FLOW_STEPS
+    return max(lo, min(hi, int(FLOW_SHARE * train_s / per_step_s)))
+
+
+def plan(shape, device: str, preset: str = "fast") -> Plan:
+    """Everything above for one run."""
+    start, cap = gaussians(shape, device, preset)
+    fps = CPU_FRAMES_PER_STEP if device == "cpu" else 0
+    it = iterations(shape, device, preset, fps or CPU_FRAMES_PER_STEP)
+    steps = flow_steps(shape, device, it, fps or CPU_FRAMES_PER_STEP)
+    return Plan(start, cap, it, fps, flow_levels(shape), steps)

@@ -1,0 +1,89 @@
+"""sizing.py: Gaussians, iterations and flow steps follow the kept frames, the device and the preset."""
+from __future__ import annotations
+
+import pytest
+
+from MedGSLib import sizing
+
+SHAPES = [(5, 32, 28), (9, 32, 28), (15, 101, 122), (30, 101, 122), (32, 128, 128), (64, 256, 256),
+          (150, 512, 512)]
+
+
+def test_cpu_gaussians_follow_the_kept_voxels():
+    assert sizing.gaussians((9, 32, 28), "cpu") == (2016, 4032)        # 8064 voxels: 1/4 and 1/2
+    assert sizing.gaussians((5, 32, 28), "cpu") == (1120, 2240)
+    assert sizing.gaussians((15, 101, 122), "cpu") == (40_000, 40_000)  # absolute cap
+    assert sizing.gaussians((2, 4, 4), "cpu") == (8, 16)
+
+
+def test_gaussians_never_exceed_a_fraction_of_the_kept_voxels():
+    for shape in SHAPES:
+        v = shape[0] * shape[1] * shape[2]
+        for kind, frac in (("cpu", sizing.CPU_MAX_PER_VOXEL), ("cuda", sizing.GPU_MAX_PER_VOXEL)):
+            start, cap = sizing.gaussians(shape, kind)
+            assert 0 < start <= cap <= v * frac, (shape, kind)
+
+
+def test_gpu_start_is_the_fast_presets_rule():
+    # model.init_pixels with num_points = 0: min(F H W // 6, 300 000)
+    for shape in SHAPES:
+        v = shape[0] * shape[1] * shape[2]
+        assert sizing.gaussians(shape, "cuda")[0] == min(v // 6, 300_000)
+    assert sizing.gaussians((64, 256, 256), "cuda") == (300_000, 300_000)
+
+
+def test_cpu_iterations_fit_the_budget():
+    assert sizing.cpu_train_budget_s((9, 32, 28)) == sizing.CPU_BUDGET_S[0]
+    assert sizing.cpu_train_budget_s((150, 512, 512)) == sizing.CPU_BUDGET_S[1]
+    assert sizing.iterations((9, 32, 28), "cpu") == 150                 # 5 s / 0.036 s a step -> 139
+    assert sizing.iterations((300, 32, 28), "cpu") == 300               # 26.9 s / 0.036 s -> 750
+    assert sizing.iterations((300, 32, 28), "cpu", "quality") == 600
+    assert sizing.iterations((150, 512, 512), "cpu") == 150             # never below the quality floor
+    assert sizing.iterations((64, 256, 256), "cuda") == 0               # GPU: the preset's count
+    its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (70, 32, 28), (300, 32, 28)]]
+    assert its == [150, 175, 300]
+    assert its == sorted(its)                                           # more slices, more budget
+
+
+def test_flow_levels_and_steps():
+    assert [sizing.flow_levels(s) for s in [(4, 8, 8), (4, 32, 28), (4, 101, 122), (4, 512, 512)]] == [1, 2, 4, 4]
+    assert sizing.flow_steps((64, 256, 256), "cuda", 1500) == 60
+    for shape in SHAPES:
+        it = sizing.iterations(shape, "cpu")
+        steps = sizing.flow_steps(shape, "cpu", it)
+        assert sizing.FLOW_STEPS[0] <= steps <= sizing.FLOW_STEPS[1]
+        # FLOW_SHARE of the modelled training time, unless held at a bound
+        f, h, w = shape
+        flow_s = steps * sizing.FLOW_S_PER_PIXEL * (f - 1) * h * w * 4 / 3
+        train_s = it * sizing.CPU_STEP_S_PER_PIXEL * 2 * sizing.CPU_FRAMES_PER_STEP * h * w
+        assert flow_s <= sizing.FLOW_SHARE * train_s * 1.001 or steps == sizing.FLOW_STEPS[0]
+
+
+def test_cpu_threads():
+    assert sizing.cpu_threads((5, 32, 28), 2, 0.0) == 1                 # 7168 px a step: one thread
+    assert sizing.cpu_threads((30, 101, 122), 2, 0.1) == 2
+    assert sizing.cpu_threads((30, 101, 122), 2, 1.7) == 1              # the other core is busy
+    assert sizing.cpu_threads((30, 101, 122), 16, 40.0) == 1
+
+
+def test_bad_shape():
+    with pytest.raises(ValueError):
+        sizing.plan((0, 32, 28), "cpu")
+
+
+def test_cpu_variant_is_sized_by_the_trainer():
+    torch = pytest.importorskip("torch")
+    from MedGSLib.api import default_config
+    from MedGSLib.train import Trainer
+    cfg = default_config("fast", "cpu")
+    assert (cfg.model.num_points, cfg.model.max_gaussians, cfg.schedule.iterations) == (0, 0, 0)
+    frames = torch.rand(5, 32, 28, generator=torch.Generator().manual_seed(0))
+    tr = Trainer(frames, cfg)
+    plan = sizing.plan((5, 32, 28), "cpu", "fast")
+    assert tr.model.n == plan.num_points == 1120
+    assert (cfg.model.max_gaussians, cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations)
+    # explicit values win
+    cfg2 = default_config("fast", "cpu", iterations=7, max_gaussians=500)
+    cfg2.model.num_points = 100
+    Trainer(frames, cfg2)
+    assert (cfg2.model.num_points, cfg2.model.max_gaussians, cfg2.schedule.iterations) == (100, 500, 7)
