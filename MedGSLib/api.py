@@ -239,6 +239,12 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
                      "normalizer": norm.to_dict() if norm is not None else None,
                      "labels": [int(v) for v in values] if values else [],
                      "annotated_slices": mask_frames, "labels_carried_by_nearest": carried})
+    check = out.info.get("self_check")
+    if check and check.get("choice") == "linear":
+        warnings.append(f"self-check: on {len(check['frames'])} held-out kept slices MedGS measured "
+                        f"{check['model_gain_db']:+.2f} dB against linear interpolation, so the volume "
+                        "between the kept slices is linear interpolation; --set schedule.self_check=False "
+                        "gives the MedGS result")
     for w in warnings:
         log.warning(w)
     return out
@@ -383,10 +389,13 @@ def _nonneg_int(value, name: str) -> int:
 
 
 def _check_training_config(cfg: TrainConfig) -> None:
-    """Numbers that make a run silently do nothing (an untrained model written as a result)."""
-    if isinstance(cfg.schedule.iterations, bool) or int(cfg.schedule.iterations) < 1:
+    """Numbers that make a run silently do nothing (an untrained model written as a result).
+
+    0 is "sized from the data" (the CPU variant, sizing.py); the command line and job.json refuse
+    a 0 the user typed before it gets here."""
+    if isinstance(cfg.schedule.iterations, bool) or int(cfg.schedule.iterations) < 0:
         raise InputError(f"iterations must be a positive whole number, got {cfg.schedule.iterations!r}")
-    if isinstance(cfg.model.max_gaussians, bool) or int(cfg.model.max_gaussians) < 1:
+    if isinstance(cfg.model.max_gaussians, bool) or int(cfg.model.max_gaussians) < 0:
         raise InputError(f"max_gaussians must be a positive whole number, got {cfg.model.max_gaussians!r}")
 
 

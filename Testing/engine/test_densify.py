@@ -159,7 +159,11 @@ def run_seeded():
                                          "densify.grad_threshold=2e-5", "densify.time_grad_threshold=2e-5",
                                          "densify.max_growth=0.5", "densify.max_screen_radius=3.0",
                                          "densify.min_opacity=0.2", "model.num_points=150",
-                                         "schedule.frames_per_step=3"], iterations=30, seed=1)
+                                         "schedule.frames_per_step=3",
+                                         # the configuration of the recorded digest: no self-check,
+                                         # the CPU variant's former Gaussian cap
+                                         "schedule.self_check=False", "model.max_gaussians=40000"],
+                         iterations=30, seed=1)
     logs = []
     tr = Trainer(torch.from_numpy(fr), cfg, masks=torch.from_numpy(masks), pipeline="joint",
                  progress=lambda e: logs.append(e["message"]) if e["event"] == "log" else None)
@@ -172,15 +176,19 @@ def run_seeded():
 
 
 def test_seeded_training_is_bit_identical_to_the_pre_strategy_code():
-    """Digest of every parameter after 30 steps, recorded with the inlined densification of commit
-    b64b5ed (torch 2.13 CPU, 1 and 2 threads alike) before the strategy refactor."""
+    """Digest of every parameter after 30 steps (torch 2.13 CPU, 1 and 2 threads alike).
+
+    The strategy refactor was checked against the inlined densification of commit b64b5ed with
+    this digest (430 Gaussians, d2615a0c...). The faster torch renderer (same math, gradients
+    summed in another order: within 7e-7 of the old ones) moves three late densification
+    decisions, so the digest was recorded again with it: the first densify events are unchanged."""
     n, digest, logs = run_seeded()
-    assert n == 430
+    assert n == 427
     assert logs[0] == "step 4: densify {'cloned': 30, 'split': 37, 'pruned': 0, 'n': 217}"
     assert logs[2] == "step 8: densify {'cloned': 69, 'split': 80, 'pruned': 230, 'n': 241}"
     if not torch.__version__.startswith("2.13"):
         pytest.skip(f"digest recorded with torch 2.13; this is {torch.__version__}")
-    assert digest == "d2615a0c8fca0455e6632cd890b135a42fab24156e5e79cd0d6c7ddfcf7cadeb"
+    assert digest == "056113ee5fcb55adc7e2e6797b6cf6ba803b14255bc7825d881cf52868c52195"
 
 
 def test_trainer_leaves_the_process_wide_torch_switches_as_it_found_them():

@@ -239,10 +239,10 @@ def test_build_config_applies_preset_overrides_and_iterations():
     assert cfg.preset == "fast+cpu+overrides" and cfg.schedule.iterations == 12
     assert cfg.device == "cpu" and cfg.seed == 4 and cfg.loss.ibfr == 0.0
     # the CPU variant (not the GPU preset's 8 frames and derived Gaussian count) survives `iterations`
-    assert (cfg.schedule.frames_per_step, cfg.model.num_points, cfg.model.max_gaussians) == (4, 20_000, 40_000)
+    assert (cfg.schedule.frames_per_step, cfg.model.num_points, cfg.model.max_gaussians) == (4, 0, 0)  # sized from the data
     assert cfg.adjustments[-1] == {"what": "loss.ibfr = 0.0 (was 1.0)", "why": "job.json config"}
     plain = worker.build_config({"options": {"preset": "fast", "device": "cpu"}})
-    assert plain.schedule.iterations == 300 and plain.preset == "fast+cpu"
+    assert plain.schedule.iterations == 0 and plain.preset == "fast+cpu"   # 0 = sized from the data
 
 
 def test_build_config_rejects_unknown_keys():
