@@ -41,7 +41,7 @@ DEFAULT_OUTPUT_DIR = "output"
 DEFAULT_CANCEL_GRACE_S = 15.0
 
 _OPTION_KEYS = ("factor", "spacing", "axis", "keep_every", "preset", "device", "seed",
-                "outputs", "mesh_format", "overwrite")
+                "outputs", "mesh_format", "overwrite", "annotated_slices")
 
 log = logging.getLogger("MedGSLib.worker")
 
@@ -155,6 +155,11 @@ def read_job(job_dir: Path) -> dict:
     unknown = sorted(set(options) - set(_OPTION_KEYS))
     if unknown:
         raise JobError(f"unknown option(s) {unknown} in {path}; known: {list(_OPTION_KEYS)}")
+    ann = options.get("annotated_slices")
+    # "auto", a list of slice indices, or null; with it, factor 1 (same slices, labels filled) is valid
+    if ann is not None and ann != "auto" and not (
+            isinstance(ann, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ann)):
+        raise JobError(f"'annotated_slices' in {path} must be \"auto\", a list of slice indices or null, got {ann!r}")
     iterations = job.get("iterations")
     if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
         raise JobError(f"'iterations' in {path} must be a positive integer, got {iterations!r}")
