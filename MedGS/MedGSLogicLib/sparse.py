@@ -82,3 +82,35 @@ def sparse_warning(rep: SparseReport) -> str:
     """The warning for a sparse input trained with sparse mode off."""
     return (f"The labels are drawn on some slices only ({rep.text()}). With 'labels are drawn on some slices "
             "only' off, MedGS learns background on the empty slices and the labels come out eroded; turn it on.")
+
+
+def label_report(scene, volume_node, labels_node, axis: str = "auto") -> SparseReport | None:
+    """The report for the panel's label input, or None when it cannot be read (the run says why)."""
+    from MedGSLib.errors import InputError
+
+    from . import export
+
+    if volume_node is None or labels_node is None or volume_node.GetImageData() is None:
+        return None
+    try:
+        if labels_node.IsA("vtkMRMLSegmentationNode"):
+            segmentation = labels_node.GetSegmentation()
+            ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+            if not ids:
+                return None
+            guard = export.SceneGuard(scene)
+            try:
+                labelmap = export._export_labelmap(scene, labels_node, volume_node, ids)
+                dims = labelmap.GetImageData().GetDimensions()
+                array = export._voxels(labelmap).reshape(dims[2], dims[1], dims[0]).copy()
+            finally:
+                guard.rollback()
+        else:
+            image = labels_node.GetImageData()
+            if image is None or image.GetDimensions() != volume_node.GetImageData().GetDimensions():
+                return None
+            dims = image.GetDimensions()
+            array = export._voxels(labels_node).reshape(dims[2], dims[1], dims[0])
+        return report(array, slice_axis(volume_node, axis))
+    except InputError:
+        return None
