@@ -181,3 +181,17 @@ def test_panel_sparse_mode_with_the_real_worker(mrml, painted, tmp_path, vtk_log
     assert agree > 0.9, agree  # 20 iterations: 0.943 here
     assert np.count_nonzero(flat[GAPS]) > 0  # and the empty slices between them get labels
     assert vtk_log.errors() == [], vtk_log.text()
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), ([0, 4, 8], True), (None, True), ("every 4th", False),
+                                       ([0, 1.5], False), ([-1, 3], False), ([True, 2], False)])
+def test_worker_reads_annotated_slices(tmp_path, value, ok):
+    from MedGSLib import worker
+
+    (tmp_path / "job.json").write_text(json.dumps({"version": 1, "input": "input/volume.nrrd",
+                                                   "options": {"factor": 1.0, "annotated_slices": value}}))
+    if ok:
+        assert worker.read_job(tmp_path)["options"]["annotated_slices"] == value
+    else:
+        with pytest.raises(worker.JobError, match="'annotated_slices' in .* must be \"auto\", a list of slice"):
+            worker.read_job(tmp_path)
