@@ -580,6 +580,8 @@ class MedGSTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_MedGSParameterNode()
         self.setUp()
+        self.test_MedGSSparseDetection()
+        self.setUp()
         self.test_MedGSRunCPU()
 
     def _syntheticCase(self, slices: int = 6):
@@ -620,6 +622,22 @@ class MedGSTest(ScriptedLoadableModuleTest):
         logic.setParameters(params)
         again = logic.getParameters()
         self.assertEqual((again.factor, again.preset, again.axis), (3.5, "paper", "K"))
+
+    def test_MedGSSparseDetection(self):
+        volume, labels = self._syntheticCase(slices=9)
+        import numpy as np
+
+        array = slicer.util.arrayFromVolume(labels)
+        array[1::2] = 0  # painted on slices 0, 2, 4, 6, 8 only
+        slicer.util.arrayFromVolumeModified(labels)
+        report = MedGSLogic().sparseReport(volume, labels)
+        self.assertEqual(report.painted, [0, 2, 4, 6, 8])
+        self.assertEqual(report.empty_between, [1, 3, 5, 7])
+        self.assertTrue(np.any(array))
+        effects = slicer.qSlicerSegmentEditorEffectFactory.instance().registeredEffects() \
+            if hasattr(slicer, "qSlicerSegmentEditorEffectFactory") else None
+        if effects is not None:
+            self.assertIn("MedGS fill between slices", [e.name for e in effects])
 
     def test_MedGSRunCPU(self):
         try:
