@@ -252,7 +252,9 @@ def _export_segmentation(scene, seg_node, volume_node, path: Path, segment_ids=N
         raise InputError(f"segmentation '{seg_node.GetName()}' and volume '{volume_node.GetName()}' sit under "
                          "different transforms; harden or remove the transforms first")
     warnings = []
-    if len(ids) > 1:
+    # Segments that share a labelmap layer cannot overlap; only several layers need the check.
+    layers = {segmentation.GetLayerIndex(sid) for sid in ids} if hasattr(segmentation, "GetLayerIndex") else {0, 1}
+    if len(ids) > 1 and len(layers) > 1:
         overlap = overlap_warning(seg_node, segment_arrays(scene, seg_node, volume_node, ids))
         if overlap:
             warnings.append(overlap)
