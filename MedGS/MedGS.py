@@ -6,8 +6,10 @@ dependencies) lives in MedGSLogicLib so that it can be tested without the Slicer
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import traceback
 from pathlib import Path
 
 import ctk  # noqa: F401  (registers the ctk widgets the .ui uses)
@@ -24,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MedGSLogicLib import dependencies, export, jobs, parameters  # noqa: E402 (also puts MedGSLib on sys.path)
+from MedGSLogicLib import about, dependencies, export, jobs, parameters, sparse  # noqa: E402 (also puts MedGSLib on sys.path)
 from MedGSLogicLib.parameters import MedGSParameters
 
 from MedGSLib.errors import InputError, MedGSError  # noqa: E402
@@ -32,6 +34,7 @@ from MedGSLib.errors import InputError, MedGSError  # noqa: E402
 # A CPU run on more voxels than this takes long enough that the user should agree to it first.
 CPU_VOXEL_WARNING = 128 * 128 * 64
 POLL_INTERVAL_MS = 200
+STARTING_TEXT = "Starting the worker (a first GPU run may compile gsplat, which takes a few minutes)..."
 
 
 #
@@ -45,16 +48,45 @@ class MedGS(ScriptedLoadableModule):
         self.parent.title = _("MedGS")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Surface Models")]
         self.parent.dependencies = []
-        self.parent.contributors = ["MedGS developers"]
+        self.parent.contributors = list(about.CONTRIBUTORS)
         self.parent.helpText = _(
             "Fills in the missing slices of a sparsely sliced volume (CT, MRI, ultrasound sweep) and of its "
             "label map or segmentation by fitting Folded Gaussians to the known slices, and builds a surface "
-            "model per label. The work runs in a background process; Apply turns into Cancel while it runs."
-        )
+            "model per label. The work runs in a background process; Apply turns into Cancel while it runs. "
+            "Labels painted on some slices only: tick 'labels are drawn on some slices only' here, or use the "
+            "Segment Editor effect 'MedGS fill between slices'."
+        ) + f' <a href="{about.README_URL}">{_("Documentation (README)")}</a>'
         self.parent.acknowledgementText = _(
-            "MedGS method: 'MedGS: Gaussian Splatting for Multi-Modal 3D Medical Imaging' (arXiv 2509.16806). "
-            "The extension runs the method with its own engine (MedGSLib)."
-        )
+            "MedGS method: '{paper}'. The extension runs the method with its own engine (MedGSLib)."
+        ).format(paper=about.PAPER)
+        app = getattr(slicer, "app", None)
+        if app is not None and hasattr(app, "connect"):
+            app.connect("startupCompleted()", onStartupCompleted)
+
+
+def onStartupCompleted() -> None:
+    """Register the Segment Editor effect and the Sample Data entry (as the extension template does)."""
+    try:
+        registerSegmentEditorEffect()
+    except Exception:  # a broken registration must not stop Slicer from starting
+        logging.exception("MedGS: the Segment Editor effect could not be registered")
+    try:
+        import SampleData
+
+        from MedGSLogicLib import sample_data
+
+        sample_data.register(SampleData.SampleDataLogic)
+    except Exception:
+        logging.exception("MedGS: the example could not be registered with Sample Data")
+
+
+def registerSegmentEditorEffect() -> None:
+    import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+    instance = effects.qSlicerSegmentEditorScriptedEffect(None)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SegmentEditorMedGSLib", "SegmentEditorEffect.py")
+    instance.setPythonSource(path.replace("\\", "/"))
+    instance.self().register()
 
 
 #
@@ -120,13 +152,20 @@ class MedGSLogic(ScriptedLoadableModuleLogic):
         if self.activeJob is not None:
             self.activeJob.cancel()
 
+    def sparseReport(self, inputVolume, labels, axis: str = "auto"):
+        """Painted slices of the label input and the empty ones between them (None if unreadable)."""
+        return sparse.label_report(slicer.mrmlScene, inputVolume, labels, axis)
+
     def process(self, inputVolume, labels=None, factor: float | None = 2.0, spacing: float | None = None,
                 axis: str = "auto", preset: str = "fast", device: str = "auto",
                 outputs=("volume", "labels", "models"), labelOutputType: str = "segmentation",
                 keepEvery: int = 1, iterations: int = 0, seed: int = 0, keepLogOnFailure: bool = True,
-                wait: bool = True, onEvent=None, timeout: float | None = None):
+                wait: bool = True, onEvent=None, timeout: float | None = None, sparse: bool = False):
         """Console/batch API. wait=True blocks and returns the new nodes (LoadedResults:
         .volume, .labels, .models); wait=False returns the running MedGSJob.
+
+        sparse=True: the labels are drawn on some slices only; the painted slices are sent as
+        annotated_slices and factor 1 (labels filled on the input's own slices) is allowed.
 
         Failures raise MedGSRunError (InputError for bad input) and leave the scene as it was.
         """
@@ -135,7 +174,7 @@ class MedGSLogic(ScriptedLoadableModuleLogic):
             spacing=float(spacing or 1.0), preset=preset, device=device,
             outputVolume="volume" in outputs, outputLabels="labels" in outputs, outputModels="models" in outputs,
             labelOutputType=labelOutputType, keepEvery=keepEvery, iterations=iterations, seed=seed,
-            keepLogOnFailure=keepLogOnFailure,
+            keepLogOnFailure=keepLogOnFailure, sparse=sparse,
         )
         job = self.startJob(inputVolume, labels, params, onEvent)
         if not wait:
@@ -168,6 +207,7 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingGUI = False
         self._job = None
         self._pollTimer = None
+        self._sparseCheckedFor = None  # the label node whose sparseness was last detected
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -204,7 +244,8 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for spin in (self.ui.keepEverySpinBox, self.ui.iterationsSpinBox, self.ui.seedSpinBox):
             spin.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
         for check in (self.ui.factorRadioButton, self.ui.spacingRadioButton, self.ui.outputVolumeCheckBox,
-                      self.ui.outputLabelsCheckBox, self.ui.outputModelsCheckBox, self.ui.keepLogCheckBox):
+                      self.ui.outputLabelsCheckBox, self.ui.outputModelsCheckBox, self.ui.keepLogCheckBox,
+                      self.ui.sparseCheckBox):
             check.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
@@ -308,6 +349,8 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.iterationsSpinBox.value = p.iterations
             self.ui.seedSpinBox.value = p.seed
             self.ui.keepLogCheckBox.checked = p.keepLogOnFailure
+            self.ui.sparseCheckBox.checked = p.sparse
+            self.ui.sparseCheckBox.setEnabled(labels is not None)
             self._updateApplyButton(volume, labels, p)
         finally:
             self._updatingGUI = False
@@ -330,10 +373,18 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p.iterations = int(self.ui.iterationsSpinBox.value)
         p.seed = int(self.ui.seedSpinBox.value)
         p.keepLogOnFailure = bool(self.ui.keepLogCheckBox.checked)
+        p.sparse = bool(self.ui.sparseCheckBox.checked)
+        volume, labels = self.ui.inputVolumeSelector.currentNode(), self.ui.inputLabelsSelector.currentNode()
+        labelsId = labels.GetID() if labels is not None else None
+        if labelsId != self._sparseCheckedFor:  # a new label input: detect and offer sparse mode
+            self._sparseCheckedFor = labelsId
+            report = self.logic.sparseReport(volume, labels, p.axis) if labels is not None else None
+            self.ui.sparseInfoLabel.text = (_("Detected: {text}.").format(text=report.text())
+                                            if report is not None and report.painted else "")
+            p.sparse = bool(report is not None and report.sparse)
         wasModifying = self._parameterNode.StartModify()
         parameters.write_parameters(self._parameterNode, p)
-        parameters.set_inputs(self._parameterNode, self.ui.inputVolumeSelector.currentNode(),
-                              self.ui.inputLabelsSelector.currentNode())
+        parameters.set_inputs(self._parameterNode, volume, labels)
         self._parameterNode.EndModify(wasModifying)
 
     def _updateApplyButton(self, volume, labels, p) -> None:
@@ -364,6 +415,8 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume, labels = parameters.get_inputs(self._parameterNode)
         try:
             jobs.check_inputs(volume, labels, p)
+            if not self._confirmSparse(volume, labels, p):
+                return
             if not self._ensureDependencies(p) or not self._confirmDevice(volume, p):
                 return
             self.ui.logTextEdit.clear()
@@ -387,11 +440,26 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except MedGSError as err:
             slicer.util.errorDisplay(str(err))
             return
+        except Exception as err:  # e.g. torch's DLL failing to load: a dialog, not only a traceback
+            slicer.util.errorDisplay(_("MedGS could not start: {err}").format(err=err), windowTitle=_("MedGS"),
+                                     detailedText=traceback.format_exc())
+            return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.setRange(0, 0)  # busy until the first progress event
-        self.ui.statusLabel.text = _("Starting the worker...")
+        self.ui.statusLabel.text = _(STARTING_TEXT)
+        slicer.util.showStatusMessage(_("MedGS: ") + _(STARTING_TEXT))
         self._pollTimer.start()
         self.updateGUIFromParameterNode()
+
+    def _confirmSparse(self, volume, labels, p) -> bool:
+        """Labels with empty slices between painted ones, trained densely, come out eroded: say so."""
+        if labels is None or p.sparse:
+            return True
+        report = self.logic.sparseReport(volume, labels, p.axis)
+        if report is None or not report.sparse:
+            return True
+        return slicer.util.confirmOkCancelDisplay(
+            sparse.sparse_warning(report) + "\n\n" + _("Continue with it off anyway?"), windowTitle=_("MedGS"))
 
     def _ensureDependencies(self, p) -> bool:
         """Offer to install what is missing; False (with the reason shown) if MedGS cannot run."""
@@ -457,8 +525,12 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.setValue(int(1000 * progress.fraction))
             if progress is not None:
                 self.ui.statusLabel.text = progress.text()
+                slicer.util.showStatusMessage(_("MedGS: ") + progress.text())
         elif kind == "log":
-            self.appendLog(str(event.get("message", "")))
+            # MedGSJob already drops the second copy of each trainer message (logger + progress)
+            level = event.get("level")
+            prefix = _("Warning: ") if level == "warning" else ""
+            self.appendLog(prefix + str(event.get("message", "")))
         elif kind == "state":
             state = event.get("state")
             if state == "importing":
@@ -471,13 +543,21 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job = self._job
         if state == "completed":
             self.ui.statusLabel.text = _("Done in {t} s.").format(t=event.get("elapsed_s", "?"))
-            if job.results is not None and job.results.volume is not None:
-                slicer.util.setSliceViewerLayers(background=job.results.volume, fit=True)
+            res = job.results
+            if res is not None:
+                layers = {}
+                if res.volume is not None:
+                    layers["background"] = res.volume
+                if res.labels is not None and res.labels.IsA("vtkMRMLLabelMapVolumeNode"):
+                    layers["label"] = res.labels  # a segmentation shows itself; a label map needs the layer
+                if layers:
+                    slicer.util.setSliceViewerLayers(fit=True, **layers)
         elif state == "cancelled":
             self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
         else:
             self.ui.statusLabel.text = _("Failed.")
             slicer.util.errorDisplay(event.get("message") or _("MedGS failed."))
+        slicer.util.showStatusMessage(_("MedGS: ") + self.ui.statusLabel.text, 5000)
         self.updateGUIFromParameterNode()
 
 
@@ -499,6 +579,8 @@ class MedGSTest(ScriptedLoadableModuleTest):
         self.test_MedGSInputChecks()
         self.setUp()
         self.test_MedGSParameterNode()
+        self.setUp()
+        self.test_MedGSSparseDetection()
         self.setUp()
         self.test_MedGSRunCPU()
 
@@ -540,6 +622,23 @@ class MedGSTest(ScriptedLoadableModuleTest):
         logic.setParameters(params)
         again = logic.getParameters()
         self.assertEqual((again.factor, again.preset, again.axis), (3.5, "paper", "K"))
+
+    def test_MedGSSparseDetection(self):
+        volume, labels = self._syntheticCase(slices=9)
+        import numpy as np
+
+        array = slicer.util.arrayFromVolume(labels)
+        array[:] = 0
+        array[::2, 5:15, 5:15] = 1  # painted on slices 0, 2, 4, 6, 8 only
+        slicer.util.arrayFromVolumeModified(labels)
+        report = MedGSLogic().sparseReport(volume, labels)
+        self.assertEqual(report.painted, [0, 2, 4, 6, 8])
+        self.assertEqual(report.empty_between, [1, 3, 5, 7])
+        self.assertTrue(np.any(array))
+        effects = slicer.qSlicerSegmentEditorEffectFactory.instance().registeredEffects() \
+            if hasattr(slicer, "qSlicerSegmentEditorEffectFactory") else None
+        if effects is not None:
+            self.assertIn("MedGS fill between slices", [e.name for e in effects])
 
     def test_MedGSRunCPU(self):
         try:

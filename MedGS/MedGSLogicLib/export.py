@@ -26,6 +26,7 @@ _AXIS_WORDS = {0: ("sagittal", "left-right"), 1: ("coronal", "anterior-posterior
 class LabelEntry:
     name: str
     color: tuple[float, float, float]
+    segment_id: str | None = None  # the input segment this label value came from (its ID, terminology)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ExportedInputs:
     labels_path: Path | None
     labels: dict[int, LabelEntry] = field(default_factory=dict)  # label value -> name, colour
     ijk_to_ras: np.ndarray = field(default_factory=lambda: np.eye(4))
+    warnings: list[str] = field(default_factory=list)
+    labels_array: np.ndarray | None = None  # the exported label map (k, j, i), for the sparse checks
 
 
 class SceneGuard:
@@ -186,38 +189,88 @@ def _fallback_color(v: int) -> tuple[float, float, float]:
     return default_color(v)
 
 
-def _export_segmentation(scene, seg_node, volume_node, path: Path) -> dict[int, LabelEntry]:
+def _export_labelmap(scene, seg_node, volume_node, segment_ids):
+    """The segments as one label map node (values 1..N in the order given) on the volume's grid.
+
+    The caller removes the node (it is made inside the caller's SceneGuard).
+    """
     import slicer
     import vtk
 
+    id_array = vtk.vtkStringArray()
+    for sid in segment_ids:
+        id_array.InsertNextValue(sid)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedGS export")
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg_node, id_array, labelmap, volume_node)
+    if not ok or labelmap.GetImageData() is None:
+        raise InputError(f"segmentation '{seg_node.GetName()}' could not be turned into a label map on the grid of "
+                         f"'{volume_node.GetName()}'")
+    return labelmap
+
+
+def segment_arrays(scene, seg_node, volume_node, segment_ids) -> dict[str, np.ndarray]:
+    """Each segment as a boolean (k, j, i) array on the volume's grid; the scene is left as it was."""
+    guard = SceneGuard(scene)
+    try:
+        out = {}
+        for sid in segment_ids:
+            labelmap = _export_labelmap(scene, seg_node, volume_node, [sid])
+            dims = labelmap.GetImageData().GetDimensions()
+            out[sid] = _voxels(labelmap).reshape(dims[2], dims[1], dims[0]) != 0
+            scene.RemoveNode(labelmap)
+        return out
+    finally:
+        guard.rollback()
+
+
+def overlap_warning(seg_node, arrays: dict[str, np.ndarray]) -> str | None:
+    """A sentence naming the overlapping segments, or None: MedGS gives each voxel one label."""
+    if len(arrays) < 2:
+        return None
+    count = np.zeros(next(iter(arrays.values())).shape, np.uint8)
+    for a in arrays.values():
+        count += a
+    shared = int(np.count_nonzero(count > 1))
+    if not shared:
+        return None
     segmentation = seg_node.GetSegmentation()
-    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    names = [segmentation.GetSegment(sid).GetName() for sid, a in arrays.items() if np.any(a & (count > 1))]
+    return (f"segments {', '.join(repr(n) for n in names)} overlap in {shared} voxels; MedGS gives each voxel one "
+            "label, the later segment in the list wins there")
+
+
+def _export_segmentation(scene, seg_node, volume_node, path: Path, segment_ids=None):
+    """Write the segments as one label map; returns (entries by label value, warnings, array k,j,i)."""
+    segmentation = seg_node.GetSegmentation()
+    all_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    ids = [s for s in (segment_ids or all_ids) if s in all_ids]
     if not ids:
         raise InputError(f"segmentation '{seg_node.GetName()}' has no segments")
     if seg_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
         raise InputError(f"segmentation '{seg_node.GetName()}' and volume '{volume_node.GetName()}' sit under "
                          "different transforms; harden or remove the transforms first")
-    id_array = vtk.vtkStringArray()
-    for sid in ids:
-        id_array.InsertNextValue(sid)
+    warnings = []
+    # Segments that share a labelmap layer cannot overlap; only several layers need the check.
+    layers = {segmentation.GetLayerIndex(sid) for sid in ids} if hasattr(segmentation, "GetLayerIndex") else {0, 1}
+    if len(ids) > 1 and len(layers) > 1:
+        overlap = overlap_warning(seg_node, segment_arrays(scene, seg_node, volume_node, ids))
+        if overlap:
+            warnings.append(overlap)
     guard = SceneGuard(scene)  # the export needs a labelmap node in the scene; it goes again below
     try:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedGS export")
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg_node, id_array, labelmap, volume_node)
-        if not ok or labelmap.GetImageData() is None:
-            raise InputError(f"segmentation '{seg_node.GetName()}' could not be turned into a label map on the grid of "
-                             f"'{volume_node.GetName()}'")
+        labelmap = _export_labelmap(scene, seg_node, volume_node, ids)
         # Without a colour table the export numbers segments 1..N in the order given.
         entries = {}
         for value, sid in enumerate(ids, start=1):
             seg = segmentation.GetSegment(sid)
-            entries[value] = LabelEntry(seg.GetName(), tuple(float(c) for c in seg.GetColor()))
-        array = _voxels(labelmap)
+            entries[value] = LabelEntry(seg.GetName(), tuple(float(c) for c in seg.GetColor()), sid)
+        dims = labelmap.GetImageData().GetDimensions()
+        array = _voxels(labelmap).reshape(dims[2], dims[1], dims[0]).copy()
         present = set(np.unique(array).tolist()) - {0}
         if not present:
             raise InputError(f"segmentation '{seg_node.GetName()}' is empty inside volume '{volume_node.GetName()}'")
         _write_volume(labelmap, path)
-        return {v: e for v, e in entries.items() if v in present}
+        return {v: e for v, e in entries.items() if v in present}, warnings, array
     finally:
         guard.rollback()
 
@@ -229,17 +282,21 @@ def _voxels(volume_node) -> np.ndarray:
     return vtk_to_numpy(image.GetPointData().GetScalars())
 
 
-def export_inputs(scene, volume_node, labels_node, job_dir: Path) -> ExportedInputs:
-    """Check the inputs and write input/volume.nrrd (+ input/labels.nrrd) under job_dir."""
+def export_inputs(scene, volume_node, labels_node, job_dir: Path, segment_ids=None) -> ExportedInputs:
+    """Check the inputs and write input/volume.nrrd (+ input/labels.nrrd) under job_dir.
+
+    `segment_ids`: of a segmentation, only these segments (default: all, in their order).
+    """
     check_volume(volume_node)
     job_dir = Path(job_dir)
     volume_path = job_dir / VOLUME_FILE
     _write_volume(volume_node, volume_path)
-    labels_path, entries = None, {}
+    labels_path, entries, warnings, array = None, {}, [], None
     if labels_node is not None:
         labels_path = job_dir / LABELS_FILE
         if labels_node.IsA("vtkMRMLSegmentationNode"):
-            entries = _export_segmentation(scene, labels_node, volume_node, labels_path)
+            entries, warnings, array = _export_segmentation(scene, labels_node, volume_node, labels_path,
+                                                            segment_ids)
         elif labels_node.IsA("vtkMRMLLabelMapVolumeNode") or labels_node.IsA("vtkMRMLScalarVolumeNode"):
             if labels_node.GetImageData() is None or labels_node.GetImageData().GetNumberOfPoints() == 0:
                 raise InputError(f"label map '{labels_node.GetName()}' is empty (it has no voxels)")
@@ -253,10 +310,12 @@ def export_inputs(scene, volume_node, labels_node, job_dir: Path) -> ExportedInp
             if values[0] < 0:
                 raise InputError(f"label map '{labels_node.GetName()}' has negative label values")
             entries = _labelmap_entries(labels_node, values)
+            dims = labels_node.GetImageData().GetDimensions()
+            array = array.reshape(dims[2], dims[1], dims[0])
             _write_volume(labels_node, labels_path)
         else:
             raise InputError(f"'{labels_node.GetName()}' is neither a label map nor a segmentation")
-    return ExportedInputs(job_dir, volume_path, labels_path, entries, ijk_to_ras(volume_node))
+    return ExportedInputs(job_dir, volume_path, labels_path, entries, ijk_to_ras(volume_node), warnings, array)
 
 
 def write_job(exported: ExportedInputs, options: dict, *, iterations: int | None = None,

@@ -18,7 +18,7 @@ from typing import Callable
 
 from MedGSLib.errors import InputError, MedGSError
 
-from . import export, process, results
+from . import export, process, results, sparse
 from .parameters import MedGSParameters
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class MedGSJob:
     def __init__(self, scene, input_volume, labels_node, params: MedGSParameters, *,
                  runner: process.Runner | None = None, python: str | None = None,
                  job_root: Path | None = None, on_event: Callable[[dict], None] | None = None,
-                 folder_name: str | None = None):
+                 folder_name: str | None = None, segment_ids=None, add_to_scene: bool = True,
+                 config_overrides: dict | None = None):
         self.scene = scene
         self.input_volume = input_volume
         self.labels_node = labels_node
@@ -105,6 +106,12 @@ class MedGSJob:
         self.job_root = Path(job_root) if job_root else Path(tempfile.gettempdir())
         self.on_event = on_event
         self.folder_name = folder_name
+        self.segment_ids = list(segment_ids) if segment_ids else None  # of a segmentation: only these
+        self.add_to_scene = add_to_scene  # False: results stay detached nodes (the Segment Editor effect)
+        self.config_overrides = config_overrides  # job.json `config` (e.g. {"schedule": {...}})
+        self.sparse_report: sparse.SparseReport | None = None
+        self.annotated_slices: list[int] | None = None
+        self.warnings: list[str] = []
         self.state = JobState.IDLE
         self.progress = Progress()
         self.log_lines: list[str] = []
@@ -121,6 +128,7 @@ class MedGSJob:
         self._started_at = 0.0
         self._signalled: list | None = None
         self._kill_after: float | None = None
+        self._last_log: tuple | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,12 +138,16 @@ class MedGSJob:
             raise RuntimeError("a MedGSJob can be started once")
         self.params.validate()
         export.check_volume(self.input_volume)
-        options = self.params.engine_options(has_labels=self.labels_node is not None)
+        self.params.engine_options(has_labels=self.labels_node is not None)  # bad choices fail before any export
         self.job_root.mkdir(parents=True, exist_ok=True)
         self.job_dir = Path(tempfile.mkdtemp(prefix="MedGS-", dir=self.job_root))
         try:
-            self.exported = export.export_inputs(self.scene, self.input_volume, self.labels_node, self.job_dir)
-            export.write_job(self.exported, options, iterations=self.params.iterations or None)
+            self.exported = export.export_inputs(self.scene, self.input_volume, self.labels_node, self.job_dir,
+                                                 segment_ids=self.segment_ids)
+            options = self.params.engine_options(has_labels=self.labels_node is not None,
+                                                 annotated_slices=self._annotated_slices())
+            extra = {"config": self.config_overrides} if self.config_overrides else None
+            export.write_job(self.exported, options, iterations=self.params.iterations or None, extra=extra)
             self._started_at = time.monotonic()
             self.worker = process.start_worker(self.job_dir, self.runner, self.python)
         except BaseException:
@@ -144,7 +156,27 @@ class MedGSJob:
             raise
         self.state = JobState.RUNNING
         self._emit({"event": "state", "state": self.state.value, "job_dir": str(self.job_dir)})
+        for warning in self.warnings:
+            self.log_lines.append(warning)
+            self._emit({"event": "log", "level": "warning", "message": warning})
         return self
+
+    def _annotated_slices(self) -> list[int] | None:
+        """Painted slices of the exported labels (sparse mode), and the warnings about them."""
+        self.warnings = list(self.exported.warnings)
+        if self.exported.labels_array is None:
+            return None
+        axis = sparse.slice_axis(self.input_volume, self.params.axis)
+        self.sparse_report = sparse.report(self.exported.labels_array, axis)
+        if not self.params.sparse:
+            if self.sparse_report.sparse:
+                self.warnings.append(sparse.sparse_warning(self.sparse_report))
+            return None
+        if len(self.sparse_report.painted) < 2:
+            raise InputError(f"the labels are painted on {len(self.sparse_report.painted)} slice(s) along "
+                             f"{'IJK'[axis]}; filling between slices needs at least 2")
+        self.annotated_slices = list(self.sparse_report.painted)
+        return self.annotated_slices
 
     @property
     def running(self) -> bool:
@@ -220,6 +252,11 @@ class MedGSJob:
                 if key in event:
                     setattr(p, key, None if event[key] is None else float(event[key]))
         elif kind == "log":
+            # The trainer's messages arrive twice (its logger is forwarded, and it also sends them
+            # through the progress callback): the same line right after itself is shown once.
+            if self._last_log == (event.get("level"), event.get("message")):
+                return
+            self._last_log = (event.get("level"), event.get("message"))
             self.log_lines.append(str(event.get("message", "")))
         elif kind in ("result", "error"):
             self.final_event = event
@@ -234,12 +271,15 @@ class MedGSJob:
             self.state = JobState.IMPORTING
             self._emit({"event": "state", "state": self.state.value})
             try:
+                source = self.labels_node if self.labels_node is not None and self.labels_node.IsA(
+                    "vtkMRMLSegmentationNode") else None
                 loaded = results.read_results(final.get("outputs") or {}, self.job_dir / "output", self.input_volume,
                                               self.exported.labels,
-                                              label_output_type=self.params.labelOutputType)
-                entries = results._label_entries(final.get("outputs") or {}, self.exported.labels)
-                self.results = results.add_results_to_scene(self.scene, loaded, self.input_volume, entries,
-                                                            self.folder_name)
+                                              label_output_type=self.params.labelOutputType,
+                                              source_segmentation=source)
+                entries = results.label_entries(final.get("outputs") or {}, self.exported.labels)
+                self.results = loaded if not self.add_to_scene else results.add_results_to_scene(
+                    self.scene, loaded, self.input_volume, entries, self.folder_name)
             except (MedGSError, OSError, ValueError, TypeError, KeyError) as err:
                 self._fail("internal", f"the results could not be loaded: {err}", JobState.FAILED)
                 return

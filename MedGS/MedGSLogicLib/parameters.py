@@ -36,6 +36,8 @@ class MedGSParameters:
     outputModels: bool = True
     labelOutputType: str = "segmentation"
     keepEvery: int = 1               # train on every k-th slice only (1 = all)
+    sparse: bool = False             # "labels are drawn on some slices only": the painted slices are sent
+                                     # as annotated_slices, and factor 1 (fill the labels in place) is allowed
     iterations: int = 0              # 0 = the preset's own number
     seed: int = 0
     keepLogOnFailure: bool = True
@@ -48,8 +50,11 @@ class MedGSParameters:
                               ("resampleMode", RESAMPLE_MODES), ("labelOutputType", LABEL_OUTPUT_TYPES)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.resampleMode == "factor" and not self.factor > 1.0:
-            raise InputError(f"the up-sampling factor must be above 1, got {self.factor}")
+        if self.resampleMode == "factor" and self.sparse and not self.factor >= 1.0:
+            raise InputError(f"the up-sampling factor must be 1 or more, got {self.factor}")
+        if self.resampleMode == "factor" and not self.sparse and not self.factor > 1.0:
+            raise InputError(f"the up-sampling factor must be above 1 (1 only with 'labels are drawn on some "
+                             f"slices only'), got {self.factor}")
         if self.resampleMode == "spacing" and not self.spacing > 0.0:
             raise InputError(f"the target spacing must be positive, got {self.spacing} mm")
         if self.keepEvery < 1:
@@ -59,8 +64,12 @@ class MedGSParameters:
         if not (self.outputVolume or self.outputLabels or self.outputModels):
             raise InputError("no output selected: tick the volume, the segmentation or the models")
 
-    def engine_options(self, has_labels: bool) -> dict:
-        """The `options` object of job.json (keys of MedGSLib.api.run_to_files)."""
+    def engine_options(self, has_labels: bool, annotated_slices=None) -> dict:
+        """The `options` object of job.json (keys of MedGSLib.api.run_to_files).
+
+        `annotated_slices` (the painted slices, found by the job at export) is sent in sparse
+        mode only; without labels sparse mode means nothing.
+        """
         outputs = []
         if self.outputVolume:
             outputs.append("volume")
@@ -70,7 +79,9 @@ class MedGSParameters:
             outputs.append("meshes")
         if not outputs:
             raise InputError("the selected outputs need a label map or segmentation; choose one or tick the volume")
-        return {
+        if self.sparse and not has_labels:
+            raise InputError("'labels are drawn on some slices only' needs a label map or segmentation")
+        options = {
             "factor": float(self.factor) if self.resampleMode == "factor" else None,
             "spacing": float(self.spacing) if self.resampleMode == "spacing" else None,
             "axis": "auto" if self.axis == "auto" else AXES.index(self.axis) - 1,
@@ -81,6 +92,9 @@ class MedGSParameters:
             "outputs": outputs,
             "mesh_format": "vtk",
         }
+        if self.sparse:
+            options["annotated_slices"] = "auto" if annotated_slices is None else [int(i) for i in annotated_slices]
+        return options
 
 
 def _to_text(value) -> str:

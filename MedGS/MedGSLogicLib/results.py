@@ -77,24 +77,64 @@ def _check_orientation(input_node, output_node, what: str) -> None:
         raise ResultError(f"the {what} came back with a different origin than the input; it was not loaded")
 
 
-def _labels_to_segmentation(labelmap, entries: dict[int, LabelEntry], name: str):
+def _binary_of(image, value: int):
+    """vtkOrientedImageData (0/1, uint8) of the voxels equal to `value`, same geometry as `image`."""
+    import slicer
+    import vtk
+
+    threshold = vtk.vtkImageThreshold()
+    threshold.SetInputData(image)
+    threshold.ThresholdBetween(value, value)
+    threshold.SetInValue(1)
+    threshold.SetOutValue(0)
+    threshold.SetOutputScalarTypeToUnsignedChar()
+    threshold.Update()
+    binary = slicer.vtkOrientedImageData()
+    binary.ShallowCopy(threshold.GetOutput())
+    binary.CopyDirections(image)
+    return binary
+
+
+def _labels_to_segmentation(labelmap, entries: dict[int, LabelEntry], name: str, source=None):
+    """A segmentation with one segment per entry, built without a scene.
+
+    Segments that came from an input segment (`source`) keep its ID, name, colour and tags
+    (terminology); the reference geometry is the label map's, so the segmentation has one
+    even when no volume is output. Built segment by segment (no ImportLabelmapToSegmentationNode:
+    on a node not yet in the scene it tries to make display nodes and logs an error).
+    """
     import slicer
 
     seg = slicer.vtkMRMLSegmentationNode()
     seg.SetName(name)
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg):
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
+    image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
+    if image is None:
         raise ResultError("the label output could not be turned into a segmentation")
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    present = set(np.unique(vtk_to_numpy(image.GetPointData().GetScalars())).tolist()) - {0}
+    source_segmentation = source.GetSegmentation() if source is not None else None
+    binary_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     segmentation = seg.GetSegmentation()
-    for i in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetSegment(segmentation.GetNthSegmentID(i))
-        entry = entries.get(int(segment.GetLabelValue()))
-        if entry is not None:
+    for value in sorted(set(entries) | present):
+        entry = entries.get(value, LabelEntry(f"Label {value}", (0.8, 0.8, 0.2)))
+        segment = slicer.vtkSegment()
+        original = (source_segmentation.GetSegment(entry.segment_id)
+                    if source_segmentation is not None and entry.segment_id else None)
+        if original is not None:
+            segment.DeepCopyMetadata(original)
+        else:
             segment.SetName(entry.name)
             segment.SetColor(*entry.color)
+        segment.SetLabelValue(1)
+        segment.AddRepresentation(binary_name, _binary_of(image, int(value)))
+        segment_id = entry.segment_id if original is not None else ""
+        segmentation.AddSegment(segment, segment_id)
     return seg
 
 
-def _label_entries(outputs: dict, known: dict[int, LabelEntry]) -> dict[int, LabelEntry]:
+def label_entries(outputs: dict, known: dict[int, LabelEntry]) -> dict[int, LabelEntry]:
     """Names/colours we sent win (they are the user's); the engine's fill the gaps."""
     entries = dict(known)
     for key, info in (outputs.get("meshes") or {}).items():
@@ -106,11 +146,16 @@ def _label_entries(outputs: dict, known: dict[int, LabelEntry]) -> dict[int, Lab
 
 
 def read_results(outputs: dict, out_dir: Path, input_volume, known_labels: dict[int, LabelEntry], *,
-                 label_output_type: str = "segmentation", base_name: str | None = None) -> LoadedResults:
-    """Read every reported output into detached nodes (the scene is not touched)."""
+                 label_output_type: str = "segmentation", base_name: str | None = None,
+                 source_segmentation=None) -> LoadedResults:
+    """Read every reported output into detached nodes (the scene is not touched).
+
+    `source_segmentation`: the input segmentation, whose segment IDs and terminology the
+    output segmentation keeps.
+    """
     base = base_name or f"{input_volume.GetName()} MedGS"
     out_dir = Path(out_dir)
-    entries = _label_entries(outputs, known_labels)
+    entries = label_entries(outputs, known_labels)
     res = LoadedResults()
     if outputs.get("volume"):
         res.volume = _read_volume(_resolve(outputs["volume"], out_dir), "vtkMRMLScalarVolumeNode")
@@ -120,7 +165,7 @@ def read_results(outputs: dict, out_dir: Path, input_volume, known_labels: dict[
         labelmap = _read_volume(_resolve(outputs["labels"], out_dir), "vtkMRMLLabelMapVolumeNode")
         _check_orientation(input_volume, labelmap, "label map")
         if label_output_type == "segmentation":
-            res.labels = _labels_to_segmentation(labelmap, entries, f"{base} segmentation")
+            res.labels = _labels_to_segmentation(labelmap, entries, f"{base} segmentation", source_segmentation)
         else:
             labelmap.SetName(f"{base} labels")
             res.labels = labelmap

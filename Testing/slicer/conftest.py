@@ -205,3 +205,85 @@ def abdomen_crop(shared_data):
     crop = a.copy()
     crop[:3, 3] = a[:3, :3] @ np.array([i0, j0, k0], float) + a[:3, 3]  # origin of voxel (i0, j0, k0)
     return img, lab, crop
+
+
+class VtkLog:
+    """Everything VTK/MRML print through vtkOutputWindow (errors, warnings) while installed."""
+
+    def __init__(self):
+        self.window = vtk.vtkStringOutputWindow()
+        self._previous = vtk.vtkOutputWindow.GetInstance()
+        self._previous.Register(None)  # keep it alive while ours is the instance
+        vtk.vtkOutputWindow.SetInstance(self.window)
+
+    def text(self) -> str:
+        return self.window.GetOutput()
+
+    def errors(self) -> list[str]:
+        return [line for line in self.text().splitlines() if "ERROR" in line.upper()]
+
+    def close(self) -> None:
+        vtk.vtkOutputWindow.SetInstance(self._previous)
+        self._previous.UnRegister(None)
+
+
+@pytest.fixture
+def vtk_log():
+    log = VtkLog()
+    yield log
+    log.close()
+
+
+# A 48 x 48 x 17 crop of ct_abdomen3mm whose labels span all 17 slices, painted on every 4th
+# (0, 4, 8, 12, 16) for the fill-between-slices tests.
+SPARSE_CROP_IJK = (32, 24, 0)
+SPARSE_CROP_SIZE = (48, 48, 17)
+SPARSE_LABELS = {2: "kidney_right", 3: "kidney_left", 52: "aorta"}
+PAINT_EVERY = 4
+
+
+@pytest.fixture(scope="session")
+def sparse_crop(shared_data):
+    """(image k,j,i int16, full labels k,j,i uint8 (SPARSE_LABELS only), IJK-to-RAS of the crop)."""
+    image, a = read_node_arrays(shared_data / "ct_abdomen3mm_image.nii.gz")
+    labels, b = read_node_arrays(shared_data / "ct_abdomen3mm_labels.nii.gz")
+    assert np.allclose(a, b)
+    i0, j0, k0 = SPARSE_CROP_IJK
+    ni, nj, nk = SPARSE_CROP_SIZE
+    sl = (slice(k0, k0 + nk), slice(j0, j0 + nj), slice(i0, i0 + ni))
+    lab = np.where(np.isin(labels[sl], list(SPARSE_LABELS)), labels[sl], 0).astype(np.uint8)
+    crop = a.copy()
+    crop[:3, 3] = a[:3, :3] @ np.array([i0, j0, k0], float) + a[:3, 3]
+    return image[sl].astype(np.int16), lab, crop
+
+
+def painted_segmentation(mrml, labels_kji: np.ndarray, ijk_to_ras: np.ndarray, names: dict[int, str],
+                         every: int = PAINT_EVERY, name: str = "painted"):
+    """A segmentation (in the scene, with an SH item) holding `labels_kji` on every `every`-th k slice only,
+    one segment per value with the given name and a terminology entry."""
+    sparse_labels = np.zeros_like(labels_kji)
+    sparse_labels[::every] = labels_kji[::every]
+    # A helper node without a subject-hierarchy item: removing a node whose item the test bed made
+    # by hand leaves a stale entry in the SH node's data-node cache (an error on a later lookup).
+    labelmap = slicer.util.addVolumeFromArray(np.ascontiguousarray(sparse_labels), ijkToRAS=ijk_to_ras,
+                                              name=f"{name} labelmap", nodeClassName="vtkMRMLLabelMapVolumeNode")
+    seg = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg.CreateDefaultDisplayNodes()
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg)
+    mrml.scene.RemoveNode(labelmap)
+    segmentation = seg.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        s = segmentation.GetSegment(segmentation.GetNthSegmentID(i))
+        label = names[s.GetLabelValue()]
+        s.SetName(label)
+        s.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology(label))
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
+    if not sh.GetItemByDataNode(seg):
+        sh.CreateItem(sh.GetSceneItemID(), seg)
+    return seg, sparse_labels
+
+
+def terminology(name: str) -> str:
+    """A terminology entry string as Slicer stores it (the type is made unique per name)."""
+    return ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+            f"~SCT^{100000 + sum(map(ord, name))}^{name}~^^~Anatomic codes - DICOM master list~^^~^^")

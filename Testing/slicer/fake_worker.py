@@ -69,8 +69,9 @@ def success(job_dir: Path, break_mesh: bool = False) -> int:
               "eta_s": 3 - i})
     send({"event": "log", "level": "info", "message": "rendering"})
     upsample_k(job_dir / job["input"], out / "volume.nrrd", factor)
-    outputs: dict = {"volume": "volume.nrrd"}  # relative to the output folder: the Logic must resolve it
     wanted = job["options"]["outputs"]
+    # relative to the output folder: the Logic must resolve it
+    outputs: dict = {"volume": "volume.nrrd"} if "volume" in wanted else {}
     if job.get("labels"):
         lab = upsample_k(job_dir / job["labels"], out / "labels.nrrd", factor)
         if "labels" in wanted:
@@ -94,6 +95,10 @@ def main() -> int:
         return success(job_dir)
     if mode == "broken-mesh":
         return success(job_dir, break_mesh=True)
+    if mode == "twice-logged":  # as the engine does: each trainer message via its logger and via progress
+        for _ in range(2):
+            send({"event": "log", "level": "info", "message": "step 100: densify"})
+        return success(job_dir)
     send({"event": "started", "protocol": 1, "pid": os.getpid(), "job": str(job_dir)})
     if mode == "crash":
         send({"event": "progress", "stage": "train", "iteration": 1, "total": 100, "loss": 0.3})
