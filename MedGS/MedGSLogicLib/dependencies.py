@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from MedGSLib.errors import MedGSError
+from MedGSLib.render.gsplat_renderer import GSPLAT_REQUIREMENT
 
 # pip requirement -> module to import to check it is there
 REQUIRED = {"nibabel>=5.0": "nibabel", "scikit-image>=0.22": "skimage", "psutil>=5.9": "psutil"}
-GPU_OPTIONAL = {"gsplat>=1.5": "gsplat"}
+# pinned: gsplat JIT-builds CUDA code against the torch it finds; only the tested version is offered
+GPU_OPTIONAL = {GSPLAT_REQUIREMENT: "gsplat"}
 MINIMUM_TORCH = ">=2.1"
 # Slicer bundles these; pip must never replace them (Slicer/Slicer#6711, #7661, #7230).
 NEVER_INSTALL = ("numpy", "scipy", "SimpleITK", "vtk", "torch")
@@ -99,6 +101,15 @@ def _slicer_pip_install(requirements: list[str]) -> None:
         os.unlink(constraints.name)
 
 
+def cuda_available() -> bool:
+    """True when torch is importable and sees a CUDA GPU (False before torch is installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def _torch_logic():
     try:
         import PyTorchUtils
@@ -110,7 +121,8 @@ def _torch_logic():
 
 def ensure_dependencies(confirm: Callable[[str], bool], *, want_gpu: bool,
                         pip_install: Callable[[list[str]], None] | None = None,
-                        torch_logic_factory: Callable[[], object] | None = None) -> DependencyReport:
+                        torch_logic_factory: Callable[[], object] | None = None,
+                        cuda_check: Callable[[], bool] | None = None) -> DependencyReport:
     """Install what is missing after one confirmation; raise DependencyError when refused.
 
     `pip_install` and `torch_logic_factory` are injectable for tests; inside Slicer they
@@ -123,6 +135,8 @@ def ensure_dependencies(confirm: Callable[[str], bool], *, want_gpu: bool,
         torch_logic = (torch_logic_factory or _torch_logic)()
         torch_missing = not torch_logic.torchInstalled()
     required = missing_requirements(include_gpu=False)
+    # gsplat only where it can run: a CUDA GPU that torch sees (never on CPU-only or Apple machines)
+    want_gpu = want_gpu and (cuda_available() if cuda_check is None else cuda_check())
     optional = [req for req, module in GPU_OPTIONAL.items() if not _has_module(module)] if want_gpu else []
     if not (torch_missing or required or optional):
         return report

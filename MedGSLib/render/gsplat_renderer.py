@@ -10,6 +10,9 @@ import math
 
 from .base import Renderer, RenderOutput
 
+# the one gsplat version MedGS is tested with (pyproject's gpu extra and Slicer's on-demand install)
+GSPLAT_REQUIREMENT = "gsplat==1.5.3"
+
 _STATUS: tuple[bool, str] | None = None
 
 

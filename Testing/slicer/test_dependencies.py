@@ -60,12 +60,13 @@ def test_consent_installs_torch_via_extension_and_the_rest_via_pip(monkeypatch):
         missing.difference_update({"skimage", "psutil"})
 
     report = dependencies.ensure_dependencies(lambda text: questions.append(text) or True, want_gpu=True,
+                                              cuda_check=lambda: True,
                                               pip_install=pip_install, torch_logic_factory=lambda: torch_logic)
     assert len(questions) == 1
     assert "PyTorch (through the PyTorch extension)" in questions[0] and "scikit-image>=0.22" in questions[0]
     assert torch_logic.calls == [{"askConfirmation": False, "torchVersionRequirement": ">=2.1"}]
-    assert installs == [["scikit-image>=0.22", "psutil>=5.9"], ["gsplat>=1.5"]]
-    assert report.missing_optional == ["gsplat>=1.5"]  # the engine falls back to its torch renderer
+    assert installs == [["scikit-image>=0.22", "psutil>=5.9"], ["gsplat==1.5.3"]]
+    assert report.missing_optional == ["gsplat==1.5.3"]  # the engine falls back to its torch renderer
     for reqs in installs:
         for r in reqs:
             assert not r.lower().startswith(("numpy", "scipy", "simpleitk", "vtk", "torch"))
@@ -91,3 +92,18 @@ def test_requirements_txt_matches_and_never_lists_bundled_packages():
     assert lines == list(dependencies.REQUIRED)
     for line in lines:
         assert not line.lower().startswith(("numpy", "scipy", "simpleitk", "vtk", "torch"))
+
+
+def test_gsplat_is_pinned_and_offered_only_with_cuda(monkeypatch):
+    """The on-demand pin is pyproject's, and a machine without a CUDA GPU is never offered gsplat."""
+    import re
+    from pathlib import Path
+
+    from MedGSLib.render.gsplat_renderer import GSPLAT_REQUIREMENT
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"{GSPLAT_REQUIREMENT}"' in re.search(r"^gpu = \[.*\]$", pyproject, re.M).group(0)
+    monkeypatch.setattr(dependencies, "_has_module", lambda name: name != "gsplat")
+    installs = []
+    report = dependencies.ensure_dependencies(pytest.fail, want_gpu=True, pip_install=installs.append,
+                                              cuda_check=lambda: False)
+    assert installs == [] and report.installed == [] and report.missing_optional == []
