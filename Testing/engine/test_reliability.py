@@ -142,7 +142,8 @@ def env() -> dict:
     (["--factor", "2", "--max-gaussians", "0"], "--max-gaussians must be a positive whole number"),
     (["--keep-every", "0"], "--keep-every must be a positive whole number, got 0"),
     (["--keep-every", "-3"], "--keep-every must be a positive whole number, got -3"),
-    (["--factor", "2", "--set", "schedule.iterations=0"], "iterations must be a positive whole number"),
+    # (--set schedule.iterations=0 means "sized from the data", config.cpu_variant)
+    (["--factor", "2", "--set", "schedule.iterations=-1"], "iterations must be a positive whole number"),
     (["--factor", "2", "--max-output-gb", "0"], "--max-output-gb must be a positive number"),
     (["--factor", "2", "--checkpoint-every", "-1"], "--checkpoint-every must be 0 or a positive"),
     (["--factor", "0.5"], "sparser than the input"),
