@@ -542,7 +542,8 @@ class MedGSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         job = self._job
         if state == "completed":
-            self.ui.statusLabel.text = _("Done in {t} s.").format(t=event.get("elapsed_s", "?"))
+            self.ui.statusLabel.text = " ".join(
+                t for t in (_("Done in {t} s.").format(t=event.get("elapsed_s", "?")), jobs.self_check_text(event)) if t)
             res = job.results
             if res is not None:
                 layers = {}

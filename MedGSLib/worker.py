@@ -310,7 +310,9 @@ def run_job(job_dir: Path, writer: ProtocolWriter, cancel: CancelFlag, log_path:
         except (OSError, json.JSONDecodeError) as err:
             raise RuntimeError(f"the engine finished but {run_json} cannot be read: {err}") from err
         writer.send({"event": "result", "outputs": summary.get("outputs", {}), "run_json": str(run_json),
-                     "elapsed_s": round(time.monotonic() - started, 3)})
+                     "elapsed_s": round(time.monotonic() - started, 3),
+                     # the run's own estimate of its gain over linear interpolation (selfcheck.py)
+                     "self_check": (summary.get("result") or {}).get("self_check")})
         return EXIT_OK
     except BaseException as err:  # noqa: BLE001 - every failure must end in one error event
         traceback.print_exc()  # to worker.log: stderr was redirected there

@@ -339,3 +339,16 @@ def check_inputs(volume_node, labels_node, params: MedGSParameters) -> None:
     if labels_node is not None and not (labels_node.IsA("vtkMRMLSegmentationNode")
                                         or labels_node.IsA("vtkMRMLLabelMapVolumeNode")):
         raise InputError(f"'{labels_node.GetName()}' is neither a label map nor a segmentation")
+
+
+def self_check_text(event: dict) -> str:
+    """One line for the panel from a result event: the run's estimated gain over linear."""
+    check = event.get("self_check") or {}
+    if "gain_db" not in check:
+        return ""
+    dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
+    text = (f"Self-check on {len(check.get('frames', []))} held-out slices: estimated gain over linear "
+            f"{check['gain_db']:+.2f} dB{dice}.")
+    if check.get("choice") == "linear":
+        text += " MedGS measured worse than linear here, so linear interpolation was delivered."
+    return text

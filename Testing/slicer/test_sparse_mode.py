@@ -195,3 +195,13 @@ def test_worker_reads_annotated_slices(tmp_path, value, ok):
     else:
         with pytest.raises(worker.JobError, match="'annotated_slices' must be \"auto\", a list of slice"):
             worker.read_job(tmp_path)
+
+
+def test_panel_line_of_the_self_check():
+    from MedGSLogicLib.jobs import self_check_text
+    assert self_check_text({"event": "result"}) == ""
+    ev = {"self_check": {"gain_db": 0.4321, "dice_gain": 0.0123, "frames": [3, 9], "choice": "model_0.5"}}
+    assert self_check_text(ev) == ("Self-check on 2 held-out slices: estimated gain over linear +0.43 dB, "
+                                   "Dice +0.012.")
+    ev = {"self_check": {"gain_db": 0.0, "frames": [4], "choice": "linear"}}
+    assert self_check_text(ev).endswith("so linear interpolation was delivered.")
