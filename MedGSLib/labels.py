@@ -26,20 +26,9 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def _check_integer_valued(array: np.ndarray, what: str = "label map") -> None:
-    """Raise InputError unless every value of `array` is a finite whole number."""
-    if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
-        return
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"the {what} has data type {array.dtype}; label maps must hold integers")
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"the {what} contains NaN or infinite values; label maps must hold integers")
-    frac = array != np.round(array)
-    if np.any(frac):
-        example = float(array[frac].flat[0])
-        raise InputError(
-            f"the {what} contains non-integer values (e.g. {example:g}); "
-            "pass a label map with integer label values, not a probability or intensity image"
-        )
+    """Raise InputError unless every value of `array` is a finite whole number (label_arrays owns the rule)."""
+    from .label_arrays import check_whole_numbers
+    check_whole_numbers(array, f"the {what}")
 
 
 def label_values(array: np.ndarray) -> list[int]:
@@ -75,14 +64,10 @@ def one_hot(array: np.ndarray, values: Sequence[int], dtype=np.float32) -> np.nd
 
 
 def _dtype_for_values(values: Iterable[int]) -> np.dtype:
-    """Smallest integer dtype holding 0 and every value, unsigned first (1..255 -> uint8, -3..2 -> int8)."""
-    vals = [0] + [int(v) for v in values]
-    lo, hi = min(vals), max(vals)
-    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64):
-        info = np.iinfo(dt)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dt)
-    raise InputError(f"label values {lo}..{hi} do not fit in a 64-bit integer")
+    """Smallest integer dtype holding 0 and every value (label_arrays.label_dtype owns the rule)."""
+    from .label_arrays import label_dtype
+    vals = [int(v) for v in values] or [0]
+    return label_dtype(min(vals), max(vals))
 
 
 def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_THRESHOLD, *,
