@@ -15,7 +15,6 @@ Checkpoints are plain dicts of tensors, numbers and strings (Trainer.checkpoint(
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -142,36 +141,19 @@ def checkpoint(trainer, **extra) -> dict:
 
 
 def save_checkpoint(ck: dict, path) -> Path:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
-    import torch
+    """Write a checkpoint atomically (io.save_torch, the one atomic writer)."""
+    from .io import save_torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(ck, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_torch(ck, path, overwrite=True)
 
 
 def load_checkpoint(path) -> dict:
     """Read a MedGS checkpoint. Only tensors and plain data are accepted (weights_only=True),
     so a crafted file cannot run code; anything else is refused with one clear message."""
-    import pickle
-
-    import torch
+    from .io import load_torch      # weights_only=True, one clear InputError for a bad file
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no checkpoint file {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path.name} is not a MedGS checkpoint holding data only (refused: {first})") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise InputError(f"cannot read checkpoint {path}: {err}") from err
+    ck = load_torch(path)
     if isinstance(ck, tuple) and len(ck) == 2 and isinstance(ck[1], int):
         raise InputError(f"{path.name} is an upstream MedGS checkpoint (its CUDA model's capture()); "
                          "retrain with medgs train: the two models store different tensors")

@@ -103,7 +103,7 @@ def test_checkpoints_load_as_data_only(tmp_path):
     marker = tmp_path / "ran"
     bad = tmp_path / "chkpnt1.pth"
     torch.save({"format": ua.CHECKPOINT_FORMAT, "model": _Boom(str(marker))}, bad)
-    with pytest.raises(InputError, match="holding data only"):
+    with pytest.raises(InputError, match="cannot be loaded as MedGS data"):
         ua.load_checkpoint(bad)
     assert not marker.exists()
     (tmp_path / "chkpnt2.pth").write_bytes(pickle.dumps({"a": 1}, protocol=2) + b"junk")
@@ -112,7 +112,7 @@ def test_checkpoints_load_as_data_only(tmp_path):
     torch.save(({"xyz": torch.zeros(2, 3)}, 30000), tmp_path / "chkpnt3.pth")       # upstream's (capture(), it)
     with pytest.raises(InputError, match="upstream MedGS checkpoint"):
         ua.load_checkpoint(tmp_path / "chkpnt3.pth")
-    with pytest.raises(InputError, match="no checkpoint file"):
+    with pytest.raises(InputError, match="does not exist"):
         ua.load_checkpoint(tmp_path / "absent.pth")
     # our own, with its generator state and optimiser moments, loads with weights_only=True
     tr = ua.make_trainer(_frames(), _cfg(3))
