@@ -30,7 +30,7 @@ try:
     import triton  # noqa: F401
     WHY_NOT = "triton was imported before this module set TRITON_INTERPRET=1" if _LATE else ""
 except ImportError:
-    WHY_NOT = "triton is not installed (pip install triton; CI does not install it): Triton renderer not tested"
+    WHY_NOT = "triton is not installed (pip install triton; Linux x86-64 only): Triton renderer not tested"
 needs_triton = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
 
 
