@@ -7,6 +7,7 @@ Frames are float32 [F, H, W] in [0, 1]; masks are float32 [L, F, H, W] one-hot c
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -62,7 +63,8 @@ class Trainer:
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
-        self.cfg = config
+        # a copy: sizing from the data (sizing.py) fills this run's 0s, not the caller's config
+        self.cfg = copy.deepcopy(config)
         self.pipeline = pipeline
         self.device = device if device is not None else resolve_device(config.device)
         if renderer is None:

@@ -81,9 +81,23 @@ def test_cpu_variant_is_sized_by_the_trainer():
     tr = Trainer(frames, cfg)
     plan = sizing.plan((5, 32, 28), "cpu", "fast")
     assert tr.model.n == plan.num_points == 1120
-    assert (cfg.model.max_gaussians, cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations)
+    assert (tr.cfg.model.max_gaussians, tr.cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations)
     # explicit values win
     cfg2 = default_config("fast", "cpu", iterations=7, max_gaussians=500)
     cfg2.model.num_points = 100
-    Trainer(frames, cfg2)
-    assert (cfg2.model.num_points, cfg2.model.max_gaussians, cfg2.schedule.iterations) == (100, 500, 7)
+    c2 = Trainer(frames, cfg2).cfg
+    assert (c2.model.num_points, c2.model.max_gaussians, c2.schedule.iterations) == (100, 500, 7)
+
+
+def test_sizing_fills_the_trainers_copy_not_the_callers_config():
+    """One config reused for two volumes: each run is sized from its own frames."""
+    import torch
+
+    from MedGSLib.config import resolve_config
+    from MedGSLib.train import Trainer
+    cfg = resolve_config("fast", "cpu", ["loss.ibfr_target='linear'"])
+    small = Trainer(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)), cfg)
+    large = Trainer(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), cfg)
+    assert (cfg.model.num_points, cfg.model.max_gaussians, cfg.schedule.iterations) == (0, 0, 0)
+    assert small.cfg.model.num_points < large.cfg.model.num_points
+    assert small.model.n == small.cfg.model.num_points and large.model.n == large.cfg.model.num_points
