@@ -113,7 +113,7 @@ def sparse_table(folder: Path) -> list[str]:
             con = pick(contour, "labels", "contour", k)
             hd = [by[m]["hd95_mm"] for m in ("nearest", "linear", "shape-cubic")] + ([con["hd95"]] if con else [])
             m = by["medgs"]
-            lines.append(f"| {case} | {k}th | {m['dice']:.3f} / {m['hd95_mm']:.2f} | "
+            lines.append(f"| {case} | {k}{'rd' if k == 3 else 'th'} | {m['dice']:.3f} / {m['hd95_mm']:.2f} | "
                          f"{by['nearest']['dice']:.3f} / {by['nearest']['hd95_mm']:.2f} | "
                          f"{by['shape-cubic']['dice']:.3f} / {by['shape-cubic']['hd95_mm']:.2f} | "
                          + (f"{con['dice']:.3f} / {con['hd95']:.2f}" if con else "-") + f" | {min(hd):.2f} |")
