@@ -44,6 +44,26 @@ def tile_ranges(means2d, radii, tile_size: int, tiles_x: int, tiles_y: int):
     return [v.long() for v in (x0, x1, y0, y1)] + [valid]
 
 
+def tile_intersections(splats, tile_size: int):
+    """(splat ids, global tile ids, tiles_x, tiles_y) of every (splat, tile) pair, sorted by tile
+    and, within a tile, in packed order: the list gsplat's isect_tiles makes. Every renderer's
+    binning (torch and Triton) is this one."""
+    import torch
+    ts = tile_size
+    tw, th = math.ceil(splats.width / ts), math.ceil(splats.height / ts)
+    x0, x1, y0, y1, valid = tile_ranges(splats.means2d, splats.radii, ts, tw, th)
+    bw = (x1 - x0).clamp_min(0)
+    cnt = bw * (y1 - y0).clamp_min(0) * valid
+    dev = splats.means2d.device
+    sid = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt)
+    start = torch.cumsum(cnt, 0) - cnt
+    local = torch.arange(sid.numel(), device=dev) - start[sid]
+    bws = bw[sid].clamp_min(1)
+    key = splats.frame_ids[sid] * (th * tw) + (y0[sid] + local // bws) * tw + x0[sid] + local % bws
+    key, order = torch.sort(key, stable=True)
+    return sid[order], key, tw, th
+
+
 class TorchRenderer(Renderer):
     name = "torch"
 
@@ -54,22 +74,7 @@ class TorchRenderer(Renderer):
 
     def intersections(self, splats):
         """Sorted (splat id, global tile id) pairs: the same list gsplat's isect_tiles makes."""
-        import torch
-        ts = self.tile_size
-        tw, th = math.ceil(splats.width / ts), math.ceil(splats.height / ts)
-        x0, x1, y0, y1, valid = tile_ranges(splats.means2d, splats.radii, ts, tw, th)
-        bw = (x1 - x0).clamp_min(0)
-        cnt = bw * (y1 - y0).clamp_min(0) * valid
-        dev = splats.means2d.device
-        sid = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt)
-        start = torch.cumsum(cnt, 0) - cnt
-        local = torch.arange(sid.numel(), device=dev) - start[sid]
-        bws = bw[sid].clamp_min(1)
-        tx = x0[sid] + local % bws
-        ty = y0[sid] + local // bws
-        key = splats.frame_ids[sid] * (th * tw) + ty * tw + tx
-        key, order = torch.sort(key, stable=True)
-        return sid[order], key, tw, th
+        return tile_intersections(splats, self.tile_size)
 
     def pixel_pairs(self, splats, sid, key, tw, th):
         """The (splat, pixel) pairs that composite, ordered pixel by pixel and, per pixel, in packed

@@ -29,7 +29,7 @@ import math
 import os
 
 from .base import Renderer, RenderOutput
-from .torch_renderer import ALPHA_MAX, ALPHA_MIN, T_STOP, tile_ranges
+from .torch_renderer import ALPHA_MAX, ALPHA_MIN, T_STOP, tile_intersections
 
 try:                                   # optional: absent on CPU-only installs, macOS and Windows
     import triton
@@ -90,25 +90,14 @@ def _smoke_test(device):
 
 def bin_tiles(splats, tile_size: int):
     """(sid int32 [n], offsets int32 [n_tiles + 1], tiles_x, tiles_y): tile t's splats are
-    sid[offsets[t]:offsets[t+1]] in packed order (the list gsplat's isect_tiles makes)."""
+    sid[offsets[t]:offsets[t+1]] in packed order (torch_renderer.tile_intersections' list)."""
     import torch
-    ts = tile_size
-    tw, th = math.ceil(splats.width / ts), math.ceil(splats.height / ts)
+    sid, key, tw, th = tile_intersections(splats, tile_size)
     n_tiles = splats.n_frames * th * tw
-    x0, x1, y0, y1, valid = tile_ranges(splats.means2d, splats.radii, ts, tw, th)
-    bw = (x1 - x0).clamp_min(0)
-    cnt = bw * (y1 - y0).clamp_min(0) * valid
-    dev = splats.means2d.device
-    sid = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt)
-    start = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(sid.numel(), device=dev) - start[sid]
-    bws = bw[sid].clamp_min(1)
-    key = splats.frame_ids[sid] * (th * tw) + (y0[sid] + local // bws) * tw + x0[sid] + local % bws
-    key, order = torch.sort(key, stable=True)
     counts = torch.bincount(key, minlength=n_tiles)
-    offsets = torch.zeros(n_tiles + 1, dtype=torch.int32, device=dev)
+    offsets = torch.zeros(n_tiles + 1, dtype=torch.int32, device=key.device)
     offsets[1:] = torch.cumsum(counts, 0)
-    return sid[order].to(torch.int32).contiguous(), offsets, tw, th
+    return sid.to(torch.int32).contiguous(), offsets, tw, th
 
 
 class TritonRenderer(Renderer):
