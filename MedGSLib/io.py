@@ -115,6 +115,13 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
             tmp.unlink()
 
 
+def write_probe(folder) -> None:
+    """Create and remove a small file in `folder`; raises the OSError when that is refused."""
+    fd, probe = tempfile.mkstemp(prefix=".medgs-write-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False, *, volume_format: bool = True) -> Path:
     """Fail now, before hours of training, if `path` could not be written later.
 
@@ -137,9 +144,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False, *, volume_f
         raise InputError(f"cannot create {path.parent}: {folder} is a file, not a folder")
     try:
         # Probe in the nearest existing folder: if that works, missing sub-folders can be made.
-        fd, probe = tempfile.mkstemp(prefix=".medgs-write-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        write_probe(folder)
     except OSError as err:
         raise InputError(f"cannot write into {folder}: {err.strerror or err}") from err
     return path

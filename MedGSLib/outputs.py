@@ -29,11 +29,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import MedGSError, OutputError, OutputExistsError
+from .io import write_probe
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,7 @@ class OutputSet:
             self._in_place, probe_in = True, dest
         for where in {probe_in, folder}:
             try:
-                fd, probe = tempfile.mkstemp(prefix=".medgs-write-probe-", dir=where)
-                os.close(fd)
-                os.unlink(probe)
+                write_probe(where)
             except OSError as err:
                 raise OutputError(f"cannot write into {where}: {_os_reason(err)}") from err
         if dest.is_dir() and not self.overwrite:
