@@ -221,8 +221,11 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
         out.volume = Volume(fr.from_frames(dense, image_axis), geom, "image")
     if res.probs is not None:
         lab = lb.decode(res.probs, values, support=res.info["label_support"])
-        # pieces removed by the support rule leave the probabilities too (meshes come from them)
-        res.probs[:, lab == 0] = np.minimum(res.probs[:, lab == 0], lb.DEFAULT_THRESHOLD - 1e-3)
+        # pieces removed by the support rule leave the probabilities too (meshes come from them);
+        # only those voxels are touched: a copy of every background voxel's channels would be GBs
+        removed = (lab == 0) & (res.probs.max(0) >= lb.DEFAULT_THRESHOLD)
+        if removed.any():
+            res.probs[:, removed] = np.minimum(res.probs[:, removed], lb.DEFAULT_THRESHOLD - 1e-3)
         if carried:     # one kept slice: nothing to interpolate between, copy it to the nearest slices
             lab = lb.nearest_fill(larr, np.arange(F), positions, values=carried, base=lab)
         out.labels = Volume(fr.from_frames(lab, image_axis), geom, "labels", table)
