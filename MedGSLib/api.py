@@ -100,7 +100,7 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
                                  progress=progress, cancel=cancel)
         if trainer.selfcheck is not None:     # what the validation chose: model, a mix, or linear
             from .selfcheck import deliver
-            fields = trainer.flow.get("image") if trainer.flow else None
+            fields = trainer.flow.consecutive() if trainer.flow is not None else None
             image = deliver(image, positions, np.clip(frames, 0, None).astype(np.float32), trainer.selfcheck, fields)
         if keep_known:
             image = paste_known(image, positions, frames.astype(np.float32))

@@ -99,6 +99,36 @@ def estimate(frames, config: FlowConfig | None = None, pairs=None):
     return F.interpolate(c, size=(h, w), mode="bilinear", align_corners=True)
 
 
+class PairFields:
+    """Half-way fields of frame pairs (i, j), each fitted once, when first asked for.
+
+    The trainer's pairs change during a run (a held-out frame's neighbours are one pair until it
+    is folded back in, then two); fitting on demand keeps every pixel of a held-out frame out of
+    the fields until then. Missing pairs asked for together are fitted in one batch.
+    """
+
+    def __init__(self, frames, config: FlowConfig):
+        self.frames, self.config = frames, config
+        self._fields: dict[tuple[int, int], object] = {}
+
+    def ensure(self, pairs) -> None:
+        missing = [p for p in dict.fromkeys((int(a), int(b)) for a, b in pairs) if p not in self._fields]
+        if missing:
+            for p, f in zip(missing, estimate(self.frames, self.config, pairs=missing)):
+                self._fields[p] = f
+
+    def stack(self, pairs):
+        """Fields of `pairs` as [P, 2, H, W] (fitting those not fitted yet)."""
+        import torch
+        self.ensure(pairs)
+        return torch.stack([self._fields[(int(a), int(b))] for a, b in pairs])
+
+    def consecutive(self):
+        """Fields of (k, k+1) for every frame k: [F-1, 2, H, W]."""
+        n = self.frames.shape[0]
+        return self.stack([(k, k + 1) for k in range(n - 1)])
+
+
 def blend(a, b, d, alpha):
     """Motion-compensated blend: a, b [P, C, H, W], d [P, 2, H, W], alpha [P] -> [P, C, H, W]."""
     al = alpha.view(-1, 1, 1, 1).to(a.dtype)

@@ -81,6 +81,8 @@ class Trainer:
             raise InputError("self-validation needs the image head: hold out frames only with images")
         if self.holdout and (self.holdout[0] < 1 or self.holdout[-1] > self.F - 2):
             raise InputError(f"validation frames must be interior frames, got {self.holdout}")
+        if any(b - a < 2 for a, b in zip(self.holdout[:-1], self.holdout[1:])):
+            raise InputError(f"validation frames must not be neighbours, got {self.holdout}")
         self._all_mask_frames = set(self.mask_frames)
         self.mask_frames -= set(self.holdout)
         self._active = [f for f in range(self.F) if f not in set(self.holdout)]
@@ -125,10 +127,12 @@ class Trainer:
                                                      sc.frames_per_step))
 
     def _fit_flow(self):
-        """Half-way motion fields for the in-between targets (flow.py), fitted once on the frames.
+        """Half-way motion fields for the in-between targets (flow.py), fitted on the frames.
 
-        Image pairs are consecutive frames; label pairs are consecutive annotated frames (with a
-        sparse annotation they are several frames apart, and the image between them is known).
+        Image pairs are consecutive training frames; label pairs are consecutive annotated
+        frames (with a sparse annotation they are several frames apart, and the image between
+        them is known). A held-out frame's neighbours form one pair until it is folded back in:
+        its gap gets in-between targets like any other, from fields that never saw it.
         """
         lc = self.cfg.loss
         if lc.ibfr_target == "linear" or lc.ibfr <= 0:
@@ -143,17 +147,23 @@ class Trainer:
             self.cfg.flow, levels=self.cfg.flow.levels or sizing.flow_levels(shape),
             iterations=self.cfg.flow.iterations or sizing.flow_steps(shape, kind, sc.iterations, sc.frames_per_step))
         self.flow_config = fc
-        out = {}
-        if self.pipeline in ("img", "joint"):
-            out["image"] = flow.estimate(src, fc)
-        if self.masks is not None and lc.seg_ibfr > 0:
-            ann = sorted(self.mask_frames)
-            pairs = list(zip(ann[:-1], ann[1:]))
-            if pairs:
-                same = all(j == i + 1 for i, j in pairs) and "image" in out
-                out["seg_pairs"] = pairs
-                out["seg"] = out["image"][[i for i, _ in pairs]] if same else flow.estimate(src, fc, pairs=pairs)
-        return out or None
+        fields = flow.PairFields(src, fc)
+        fields.ensure(self._image_pairs())
+        fields.ensure(self._seg_pairs())
+        return fields
+
+    def _image_pairs(self):
+        """In-between pairs of the image head now: consecutive frames of those in training."""
+        if self.pipeline not in ("img", "joint"):
+            return []
+        return list(zip(self._active[:-1], self._active[1:]))
+
+    def _seg_pairs(self):
+        """In-between pairs of the label heads now: consecutive annotated frames in training."""
+        if self.masks is None or self.cfg.loss.seg_ibfr <= 0:
+            return []
+        ann = sorted(self.mask_frames)
+        return list(zip(ann[:-1], ann[1:]))
 
     # ------------------------------------------------------------------ setup
     def _init_model(self):
@@ -200,29 +210,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _pick_frames(self):
-        """Training frames of this step and the in-between pairs (k, k+1) for IBFR."""
+        """Training frames of this step and their in-between pairs (frame, next training frame).
+
+        Held-out validation frames are never drawn; their neighbours are a pair across them."""
         import torch
         sc = self.cfg.schedule
-        F = self.F
-        if not self.holdout:
-            if sc.window:
-                k = int(torch.randint(0, F, (1,), generator=self.gen))
-                frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F]
-                pairs = [(i, i + 1) for i in (k - 1, k) if 0 <= i and i + 1 < F]
-            else:
-                n = min(sc.frames_per_step, F)
-                frames = sorted(torch.randperm(F, generator=self.gen)[:n].tolist())
-                pairs = [(i, i + 1) for i in frames if i + 1 < F]
-            return frames, pairs
-        # validation frames held out: draw from the others; no in-between pair may touch them
         act, out = self._active, set(self.holdout)
+        nxt = dict(zip(act[:-1], act[1:]))
         if sc.window:
             k = act[int(torch.randint(0, len(act), (1,), generator=self.gen))]
-            frames = [i for i in (k - 1, k, k + 1) if 0 <= i < F and i not in out]
+            frames = [i for i in (k - 1, k, k + 1) if 0 <= i < self.F and i not in out]
+            pairs = [(i, nxt[i]) for i in frames if nxt.get(i) in frames]
         else:
             n = min(sc.frames_per_step, len(act))
             frames = sorted(act[int(i)] for i in torch.randperm(len(act), generator=self.gen)[:n])
-        pairs = [(i, i + 1) for i in frames if i + 1 < F and i + 1 not in out]
+            pairs = [(i, nxt[i]) for i in frames if i in nxt]
         return frames, pairs
 
     def _loss_terms(self, frames, pairs, use_ibfr, use_sigma):
@@ -238,7 +240,9 @@ class Trainer:
         t = self.times[fidx]
         if alphas is not None:
             pidx = torch.as_tensor([p[0] for p in pairs], device=self.device)
-            t = torch.cat([t, self.times[pidx] + alphas / self.F])
+            nxt = torch.as_tensor([p[1] for p in pairs], device=self.device)
+            span = torch.as_tensor([float(b - a) for a, b in pairs], device=self.device)
+            t = torch.cat([t, self.times[pidx] + alphas * span / self.F])
         pairs_active = self.model.active_pairs(t)
         total = torch.zeros((), device=self.device)
         stats = {}
@@ -254,11 +258,10 @@ class Trainer:
             ss = losses.ssim(img[:nf, None], gt[:, None])
             li = lc.l1 * l1 + lc.dssim * (1 - ss)
             if alphas is not None:
-                nxt = torch.as_tensor([p[1] for p in pairs], device=self.device)
-                if self.flow is not None and "image" in self.flow:
+                if self.flow is not None:
                     from .flow import blend as flow_blend
                     blend = flow_blend(self.frames[pidx, None], self.frames[nxt, None],
-                                       self.flow["image"][pidx], alphas)[:, 0]
+                                       self.flow.stack(pairs), alphas)[:, 0]
                 else:
                     a = alphas[:, None, None]
                     blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
@@ -271,7 +274,7 @@ class Trainer:
             splat_for_stats = (sp, nf, out.n_isects)
         if pl in ("seg", "joint", "seg_head_only"):
             keep = [j for j, f in enumerate(frames) if f in self.mask_frames]
-            between = self._seg_between(len(frames)) if use_ibfr and self.flow and "seg" in self.flow else None
+            between = self._seg_between(len(frames)) if use_ibfr and self.flow is not None else None
             if keep or between is not None:
                 ch = self._pick_channels([frames[j] for j in keep])
                 tf = t[:nf][keep]
@@ -316,18 +319,17 @@ class Trainer:
         import torch
         from .flow import blend
         lc = self.cfg.loss
-        pairs = self.flow["seg_pairs"]
-        allowed = [j for j, (a, b) in enumerate(pairs) if a in self.mask_frames and b in self.mask_frames]
+        allowed = self._seg_pairs()
         if not allowed:
             return None
         n = min(len(allowed), max(1, n))
-        pick = torch.as_tensor(allowed)[torch.randperm(len(allowed), generator=self.gen)[:n]]
+        pick = [allowed[int(j)] for j in torch.randperm(len(allowed), generator=self.gen)[:n]]
         lo, hi = lc.ibfr_alpha
         alphas = (lo + (hi - lo) * torch.rand(n, generator=self.gen)).to(self.device)
-        ia = torch.as_tensor([pairs[int(j)][0] for j in pick], device=self.device)
-        ib = torch.as_tensor([pairs[int(j)][1] for j in pick], device=self.device)
+        ia = torch.as_tensor([a for a, _ in pick], device=self.device)
+        ib = torch.as_tensor([b for _, b in pick], device=self.device)
         t = self.times[ia] + alphas * (self.times[ib] - self.times[ia])
-        d = self.flow["seg"][pick.to(self.device)]
+        d = self.flow.stack(pick)
 
         def targets(ch):
             return blend(self._mask_slices(ch, ia), self._mask_slices(ch, ib), d, alphas)
@@ -478,10 +480,10 @@ class Trainer:
         a, b = self.frames[h - 1], self.frames[h + 1]
         linear = (0.5 * (a + b)).cpu().numpy()
         blend = None
-        if self.flow is not None and "image" in self.flow:
-            from . import flow
-            d = flow.estimate(self.frames, self.flow_config, pairs=[(j - 1, j + 1) for j in self.holdout])
-            blend = flow.blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
+        if self.flow is not None:     # the fields across each held-out frame, fitted without it
+            from .flow import blend as flow_blend
+            d = self.flow.stack([(j - 1, j + 1) for j in self.holdout])
+            blend = flow_blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
         rec = selfcheck.choose(model, blend, linear, truth)

@@ -52,12 +52,14 @@ def test_training_never_sees_held_out_frames(monkeypatch):
     cfg.schedule.iterations = 40
     cfg.model.num_points = 300
     cfg.model.max_gaussians = 600
-    cfg.loss.ibfr_target = "linear"      # no motion fields: this test is about the split
+    cfg.schedule.ibfr_from = 0.0         # motion-fitted in-between targets from the start: across
+    assert cfg.loss.ibfr_target == "flow"  # the held-out frame, from fields that never saw it
     seen = {}
     orig = Trainer._fold_in
 
     def capture(self, step, iters):
         seen.setdefault("params", []).append({k: v.detach().clone() for k, v in self.model.params.items()})
+        seen.setdefault("pairs_across", []).extend(p for p in self._image_pairs() if p[1] - p[0] == 2)
         return orig(self, step, iters)
     monkeypatch.setattr(Trainer, "_fold_in", capture)
     records = []
@@ -71,3 +73,4 @@ def test_training_never_sees_held_out_frames(monkeypatch):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert records[0]["frames"] == [3] and records[0]["psnr"] != records[1]["psnr"]
+    assert seen["pairs_across"] == [(2, 4)] * 2

@@ -205,8 +205,8 @@ def test_flow_targets_train_image_and_sparse_label_heads():
     cfg.schedule.ibfr_from = 0.0
     assert cfg.loss.ibfr_target == "flow"
     tr = Trainer(frames, cfg, masks=masks, mask_frames=[0, 3, 5], pipeline="joint")
-    assert tr.flow["image"].shape == (5, 2, 24, 28)
-    assert tr.flow["seg_pairs"] == [(0, 3), (3, 5)] and tr.flow["seg"].shape == (2, 2, 24, 28)
+    assert tr.flow.consecutive().shape == (5, 2, 24, 28)
+    assert tr._seg_pairs() == [(0, 3), (3, 5)] and tr.flow.stack(tr._seg_pairs()).shape == (2, 2, 24, 28)
     before = tr.model.params["seg_color"].detach().clone()
     tr.train()
     assert not torch.equal(before, tr.model.params["seg_color"][: before.shape[0]])
