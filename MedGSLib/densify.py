@@ -47,12 +47,11 @@ class DensifyState:
         vis_pair = (radii > 0).all(1)
         norm = torch.where(vis_pair, norm, torch.zeros_like(norm))
         step_max = torch.zeros(n, device=norm.device).scatter_reduce(0, gauss_ids, norm, "amax")
-        visible = torch.zeros(n, device=norm.device, dtype=torch.bool)
-        visible[gauss_ids[vis_pair]] = True
+        # a scatter, not visible[ids[mask]] = True: boolean indexing waits for the GPU every step
+        vf = torch.zeros(n, device=norm.device).scatter_reduce(0, gauss_ids, vis_pair.float(), "amax")
         r = torch.zeros(n, device=norm.device).scatter_reduce(
             0, gauss_ids, radii.max(1).values.float(), "amax")
         self.max_radii = torch.maximum(self.max_radii, r)
-        vf = visible.float()
         self.grad += step_max * vf
         self.denom += vf
         if m_grad is not None:

@@ -229,14 +229,18 @@ class FoldedGaussians:
         if pairs is None:
             pairs = self.active_pairs(times)
         fi, gi = pairs
+
+        def take(x):    # index_select: its backward is one index_add, not a sort-based index_put
+            return x.index_select(0, gi)
         m, s = self.temporal()
-        d = m[gi] - times[fi]                                   # [P]
-        delta = torch.exp(-(d * d) / (2 * s[gi] * s[gi]))
-        w = p["w"][gi].view(-1, self.poly_degree, 2)            # [P, D, 2]
+        d = take(m) - times[fi]                                 # [P]
+        sg = take(s)
+        delta = torch.exp(-(d * d) / (2 * sg * sg))
+        w = take(p["w"]).view(-1, self.poly_degree, 2)          # [P, D, 2]
         powers = d[:, None] ** torch.arange(1, self.poly_degree + 1, device=d.device, dtype=d.dtype)[None]
-        mu = p["xyz"][gi] + (w * powers[..., None]).sum(1)      # [P, 2] world (x, z)
-        scale = torch.exp(p["scaling"][gi]) * delta[:, None]    # [P, 2]
-        theta = torch.sigmoid(p["rotation"][gi, 0]) * (2 * math.pi)
+        mu = take(p["xyz"]) + (w * powers[..., None]).sum(1)    # [P, 2] world (x, z)
+        scale = torch.exp(take(p["scaling"])) * delta[:, None]  # [P, 2]
+        theta = torch.sigmoid(take(p["rotation"])[:, 0]) * (2 * math.pi)
         c, sn = torch.cos(theta), torch.sin(theta)
         fx = focal(width)
         # world covariance R diag(s^2) R^T in (x, z); pixel axes (u, v) = (fx x, -fx z)
@@ -258,8 +262,8 @@ class FoldedGaussians:
                 color_raw = color_raw[:, channels]
         else:
             raise ValueError(f"unknown head {head!r}")
-        opac = torch.sigmoid(opac_raw[gi, 0])
-        colors = torch.clamp_min(SH_C0 * color_raw[gi] + 0.5, 0.0)
+        opac = torch.sigmoid(take(opac_raw)[:, 0])
+        colors = torch.clamp_min(SH_C0 * take(color_raw) + 0.5, 0.0)
         with torch.no_grad():
             # gsplat's opacity-aware extent: alpha < 1/255 outside it (arXiv 2402.00525)
             ext = torch.sqrt(2 * torch.log((opac * 255).clamp_min(1.0))).clamp_max(3.33)
