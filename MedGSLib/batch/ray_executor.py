@@ -3,8 +3,10 @@
 Each case is a Ray task asking for one GPU (none where the cluster has no GPU): Ray schedules
 them over every node's GPUs and sets CUDA_VISIBLE_DEVICES for each task; its worker processes
 are reused, so a worker pays CUDA's context and the gsplat build once. Every node needs MedGS
-installed and must see the input and output paths (a shared file system). `local_mode` runs
-the tasks in this process (CI on the CPU). Ray is imported only here, only when asked for.
+installed and must see the input and output paths (a shared file system).
+Without an address Ray starts a local instance on this machine (CI runs a tiny cohort through
+one on the CPU; Ray 2.60 has no in-process `local_mode` any more). Ray is imported only here,
+only when asked for.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def _ray_case(job: dict) -> dict:
     return outcome
 
 
-def run_with_ray(jobs, on_start, on_done, cancel=None, *, address: str | None = None, local_mode: bool = False,
+def run_with_ray(jobs, on_start, on_done, cancel=None, *, address: str | None = None, init: dict | None = None,
                  gpus_per_case: float | None = None, poll_s: float = 0.5) -> None:
     """Submit every job as a task, record each as it finishes. A task whose worker died fails
     that case only. Ctrl-C cancels the tasks still queued or running (each unwinds its case)."""
@@ -42,8 +44,7 @@ def run_with_ray(jobs, on_start, on_done, cancel=None, *, address: str | None = 
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}
-        if local_mode:
-            kwargs["local_mode"] = True
+        kwargs.update(init or {})     # e.g. num_cpus for a local instance
         ray.init(address=address, **kwargs)
     try:
         if gpus_per_case is None:

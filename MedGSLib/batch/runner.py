@@ -63,7 +63,7 @@ def choose_executor(executor: str, gpus: list[str]) -> str:
 
 def run_batch(cases: list[Case], out_dir, batch_tokens: list[str] = (), *, executor: str = "auto",
               cancel=None, report=None, command: str | None = None, inputs: str | None = None,
-              ray_address: str | None = None, ray_local_mode: bool = False, gpus: list[str] | None = None) -> dict:
+              ray_address: str | None = None, ray_init: dict | None = None, gpus: list[str] | None = None) -> dict:
     """Run a cohort; returns batch.json's content. `report(line)` gets one progress line per case
     (stderr by default). KeyboardInterrupt (and the CLI's SIGTERM) records the cases in flight
     as interrupted, the others as not-run, writes batch.json, and goes up."""
@@ -113,7 +113,7 @@ def run_batch(cases: list[Case], out_dir, batch_tokens: list[str] = (), *, execu
             run_per_gpu(jobs, gpus, on_start, on_done, cancel=cancel)
         else:
             from .ray_executor import run_with_ray
-            run_with_ray(jobs, on_start, on_done, cancel=cancel, address=ray_address, local_mode=ray_local_mode)
+            run_with_ray(jobs, on_start, on_done, cancel=cancel, address=ray_address, init=ray_init)
     except BaseException:
         _mark_stopped(records, in_flight, "stopped by Ctrl-C (or SIGTERM): nothing of it was kept")
         header["finished"] = now_iso()

@@ -141,18 +141,3 @@ def write_batch_files(out_dir, header: dict, records: list[CaseRecord], wall_s: 
     with atomic_output(out_dir / "batch.csv", overwrite=True) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
     return doc
-
-
-def read_batch(out_dir) -> dict:
-    """batch.json of a batch folder (for `medgs eval BATCHDIR`)."""
-    from ..errors import InputError
-    path = Path(out_dir) / "batch.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{out_dir} is not a batch folder: it has no batch.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} cannot be read as JSON: {err}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
-        raise InputError(f"{path} is not a batch record (no 'cases' list)")
-    return doc

@@ -33,7 +33,6 @@ def register(sub):
                         "this process; gpus: one worker process per visible GPU (CUDA_VISIBLE_DEVICES); "
                         "ray: one Ray task per case (pip install 'medgs[batch]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
-    p.add_argument("--ray-local-mode", action="store_true", help="Ray tasks in this process (tests, debugging)")
     add_run_options(p)
     p.set_defaults(func=main_batch)
 
@@ -57,7 +56,7 @@ def main_batch(args) -> int:
     command = shlex.join(["medgs", "batch", args.inputs, "-o", args.output, *tokens])
     report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     doc = run_batch(cases, args.output, tokens, executor=args.executor, report=report, command=command,
-                    inputs=args.inputs, ray_address=args.ray_address, ray_local_mode=args.ray_local_mode)
+                    inputs=args.inputs, ray_address=args.ray_address)
     s = doc["summary"]
     rate = f", {s['cases_per_minute']:.2f} cases/min" if s["cases_per_minute"] else ""
     print(f"{args.output}: {s['done']} done, {s['skipped']} skipped, {s['failed']} failed of {s['cases']} "
