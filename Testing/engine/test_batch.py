@@ -365,3 +365,43 @@ def test_batch_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "give --factor K or --spacing MM" in err
     code, _, err = _batch([str(tmp_path / "v"), "-o", str(tmp_path / "o"), "--factor", "-2"], capsys)
     assert code == 2 and "--factor must be a positive number" in err
+
+
+def test_ctrl_c_on_the_command(cohort, tmp_path):
+    """SIGINT to a running `medgs batch`: exit 130, the finished case intact, the one training
+    recorded as interrupted with no folder (nor staging folder) left, the last one not run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    man = tmp_path / "c.csv"
+    man.write_text("image,options\n"
+                   f"{cohort / 'upper_image.nii.gz'},\n"
+                   f"{cohort / 'spine_image.nii.gz'},--iterations 100000\n"
+                   f"{cohort / 'liver_image.nii.gz'},\n")
+    out = tmp_path / "b"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "MedGSLib", "batch", str(man), "-o", str(out), *FAST, "-q"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if _cases(out)["upper_image"]["status"] == "done":
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        time.sleep(0.5)                                # into the second case's training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "medgs batch: interrupted"
+    cases = _cases(out)
+    assert {n: c["status"] for n, c in cases.items()} == {"upper_image": "done", "spine_image": "interrupted",
+                                                          "liver_image": "not-run"}
+    assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "batch.json", "upper_image"]
+    assert status.completed_run(out / "upper_image") is not None
