@@ -86,6 +86,8 @@ def _worker_main(gpu: str | None, tasks, results) -> None:
         except KeyboardInterrupt:
             results.put(("done", gpu, job["name"], {"status": INTERRUPTED, "reason": "stopped by Ctrl-C"}))
             return
+        # as this process sees it (the parent's label would only repeat what it asked for)
+        outcome["worker"] = f"gpu {os.environ.get('CUDA_VISIBLE_DEVICES')}"
         results.put(("done", gpu, job["name"], outcome))
 
 
@@ -122,7 +124,7 @@ def run_per_gpu(jobs, gpus: list[str], on_start, on_done, cancel=None, poll_s: f
         else:
             held[gpu] = None
             finished.add(name)
-            outcome["worker"] = f"gpu {gpu}"
+            outcome.setdefault("worker", f"gpu {gpu}")
             on_done(name, outcome)
 
     try:

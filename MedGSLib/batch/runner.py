@@ -53,28 +53,47 @@ def plan(cases: list[Case], out_dir: Path, batch_tokens: list[str]) -> tuple[lis
     return records, jobs
 
 
-def choose_executor(executor: str, gpus: list[str]) -> str:
+def choose_executor(executor: str, gpus: list[str], device: str = "auto") -> str:
+    """auto: one process per GPU where several are visible and the runs are on "the" GPU (device
+    auto or cuda), else this process."""
     if executor not in EXECUTORS:
         raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    pinned_ok = device in ("auto", "cuda")
+    if executor == "gpus" and not pinned_ok:
+        raise InputError(f"--executor gpus gives each worker one GPU (CUDA_VISIBLE_DEVICES): use --device auto "
+                         f"or cuda, not {device}")
     if executor == "auto":
-        return "gpus" if len(gpus) > 1 else "local"
+        return "gpus" if len(gpus) > 1 and pinned_ok else "local"
     return executor
+
+
+def cuda_gpus() -> list[str]:
+    """visible_gpus() where CUDA works here, else [] (a stray CUDA_VISIBLE_DEVICES on a CPU box)."""
+    from .local import visible_gpus
+    try:
+        import torch
+    except ImportError:
+        return []
+    return visible_gpus() if torch.cuda.is_available() else []
 
 
 def run_batch(cases: list[Case], out_dir, batch_tokens: list[str] = (), *, executor: str = "auto",
               cancel=None, report=None, command: str | None = None, inputs: str | None = None,
-              ray_address: str | None = None, ray_init: dict | None = None, gpus: list[str] | None = None) -> dict:
+              ray_address: str | None = None, ray_init: dict | None = None, gpus: list[str] | None = None,
+              device: str = "auto") -> dict:
     """Run a cohort; returns batch.json's content. `report(line)` gets one progress line per case
-    (stderr by default). KeyboardInterrupt (and the CLI's SIGTERM) records the cases in flight
+    (stderr by default). `device` is the batch's --device (it decides "auto"); `gpus` overrides
+    the visible GPUs (tests). KeyboardInterrupt (and the CLI's SIGTERM) records the cases in flight
     as interrupted, the others as not-run, writes batch.json, and goes up."""
-    from .local import run_in_process, run_per_gpu, visible_gpus
+    from .local import run_in_process, run_per_gpu
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"the output folder {out_dir} is an existing file; give a folder name")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report or (lambda line: print(line, file=sys.stderr, flush=True))
-    gpus = visible_gpus() if gpus is None else list(gpus)
-    chosen = choose_executor(executor, gpus)
+    if gpus is None:
+        gpus = cuda_gpus() if executor in ("auto", "gpus") and device in ("auto", "cuda") else []
+    chosen = choose_executor(executor, list(gpus), device)
     records, jobs = plan(cases, out_dir, list(batch_tokens))
     by_name = {r.name: r for r in records}
     t0 = time.monotonic()

@@ -56,7 +56,7 @@ def main_batch(args) -> int:
     command = shlex.join(["medgs", "batch", args.inputs, "-o", args.output, *tokens])
     report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     doc = run_batch(cases, args.output, tokens, executor=args.executor, report=report, command=command,
-                    inputs=args.inputs, ray_address=args.ray_address)
+                    inputs=args.inputs, ray_address=args.ray_address, device=args.device)
     s = doc["summary"]
     rate = f", {s['cases_per_minute']:.2f} cases/min" if s["cases_per_minute"] else ""
     print(f"{args.output}: {s['done']} done, {s['skipped']} skipped, {s['failed']} failed of {s['cases']} "

@@ -301,6 +301,10 @@ def test_executor_choice_and_ray_message(monkeypatch):
     assert runner.choose_executor("auto", []) == "local"
     assert runner.choose_executor("auto", ["0"]) == "local"           # one GPU: this process
     assert runner.choose_executor("auto", ["0", "1"]) == "gpus"
+    assert runner.choose_executor("auto", ["0", "1"], "cpu") == "local"
+    assert runner.choose_executor("auto", ["0", "1"], "cuda:1") == "local"
+    with pytest.raises(InputError, match="^--executor gpus gives each worker one GPU"):
+        runner.choose_executor("gpus", ["0", "1"], "cuda:1")
     with pytest.raises(InputError, match="unknown executor"):
         runner.choose_executor("threads", [])
     import builtins
