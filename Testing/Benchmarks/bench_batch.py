@@ -57,9 +57,14 @@ def tiny_data(folder: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, int, str]:
+def timed(cmd: list[str], env: dict, timeout_s: float) -> tuple[float, int, str]:
+    """Wall time, exit code (124 past `timeout_s`) and the last lines of stderr of one process."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        tail = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
+        return time.perf_counter() - t0, 124, " | ".join(tail.strip().splitlines()[-3:])
     return time.perf_counter() - t0, p.returncode, " | ".join((p.stderr or "").strip().splitlines()[-3:])
 
 
@@ -81,6 +86,8 @@ def main() -> int:
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     ap.add_argument("--set", nargs="*", default=[], help="training options for every run (SECTION.NAME=VALUE)")
     ap.add_argument("--tiny", action="store_true", help="CPU check: crops of the example CT, a few iterations")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per case (a hung process "
+                    "must not eat the GPU budget; default %(default)s)")
     a = ap.parse_args()
     out = Path(a.out).absolute()
     if out.exists() and any(out.iterdir()):
@@ -108,7 +115,8 @@ def main() -> int:
                PYTHONUNBUFFERED="1")
     medgs = [sys.executable, "-m", "MedGSLib"]
 
-    wall_batch, rc, tail = timed(medgs + ["batch", str(manifest), "-o", str(out / "batch"), *options], env)
+    wall_batch, rc, tail = timed(medgs + ["batch", str(manifest), "-o", str(out / "batch"), *options], env,
+                                 a.timeout * len(cases))
     doc = json.loads((out / "batch" / "batch.json").read_text())
     by = {c["name"]: c for c in doc["cases"]}
     print(f"medgs batch: {len(cases)} cases in {wall_batch:.1f} s (exit {rc})", flush=True)
@@ -118,7 +126,7 @@ def main() -> int:
     separate = {}
     for name, img, lab in cases:
         t, rc_run, tail_run = timed(medgs + ["run", str(img), "--labels", str(lab), "-o", str(out / "runs" / name),
-                                             *options], env)
+                                             *options], env, a.timeout)
         separate[name] = {"wall_s": round(t, 3), "exit": rc_run}
         if rc_run != 0:
             separate[name]["stderr"] = tail_run
