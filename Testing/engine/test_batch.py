@@ -409,3 +409,11 @@ def test_ctrl_c_on_the_command(cohort, tmp_path):
                                                           "liver_image": "not-run"}
     assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "batch.json", "upper_image"]
     assert status.completed_run(out / "upper_image") is not None
+
+
+def test_ray_actor_count():
+    from MedGSLib.batch.ray_executor import actor_count
+    assert actor_count({"CPU": 64.0, "GPU": 8.0}, 1) == (8, 1)       # one long-lived actor per GPU
+    assert actor_count({"CPU": 256.0, "GPU": 16.0}, 2) == (16, 1)    # two nodes of 8
+    assert actor_count({"CPU": 2.0}, 1) == (1, 0)                    # CPU: one per node
+    assert actor_count({"CPU": 8.0}, 3) == (3, 0)
