@@ -5,27 +5,30 @@ import time
 
 
 class CohortProgress:
-    """ETA from the cohort's own throughput (wall time per finished case), so that several
-    workers running at once are counted as they really run."""
+    """ETA from the cohort's own throughput (wall time per case done), so that several workers
+    running at once are counted as they really run; a case failing at once (a broken file)
+    counts as finished but not in the rate."""
 
     def __init__(self, to_run: int, clock=time.monotonic):
         self.to_run = int(to_run)
         self.finished = 0
+        self.done = 0
         self._clock = clock
         self._t0 = clock()
 
-    def case_finished(self) -> None:
+    def case_finished(self, done: bool = True) -> None:
         self.finished += 1
+        self.done += bool(done)
 
     def eta_s(self) -> float | None:
-        if self.finished == 0:
+        if self.done == 0:
             return None
         elapsed = self._clock() - self._t0
-        return elapsed / self.finished * (self.to_run - self.finished)
+        return elapsed / self.done * (self.to_run - self.finished)
 
     def cases_per_minute(self) -> float | None:
         elapsed = self._clock() - self._t0
-        return 60.0 * self.finished / elapsed if self.finished and elapsed > 0 else None
+        return 60.0 * self.done / elapsed if self.done and elapsed > 0 else None
 
     def line(self, name: str, outcome: dict) -> str:
         what = outcome.get("status", "?")

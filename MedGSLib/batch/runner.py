@@ -16,7 +16,7 @@ from ..errors import InputError
 from .case import case_argv, command_line, parse_case, planned_options
 from .manifest import Case
 from .progress import CohortProgress
-from .status import (FAILED, INTERRUPTED, NOT_RUN, SKIPPED, CaseRecord, completed_run, now_iso,
+from .status import (DONE, FAILED, INTERRUPTED, NOT_RUN, SKIPPED, CaseRecord, completed_run, now_iso,
                      options_difference, self_check_fields, write_batch_files)
 
 EXECUTORS = ("auto", "local", "gpus", "ray")
@@ -119,7 +119,7 @@ def run_batch(cases: list[Case], out_dir, batch_tokens: list[str] = (), *, execu
         rec = by_name[name]
         for key, value in outcome.items():
             setattr(rec, key, value)
-        progress.case_finished()
+        progress.case_finished(outcome.get("status") == DONE)
         report(progress.line(name, outcome))
         save()
 

@@ -342,6 +342,10 @@ def test_progress_eta():
     line = p.line("ct", {"status": "done", "seconds": 29.5, "gain_db": 0.8125})
     assert line == "[1/4] ct: done in 29.5 s, estimated gain +0.81 dB | 2.00 cases/min, ETA 0:01:30"
     assert format_duration(3725.4) == "1:02:05"
+    p.case_finished(done=False)                       # a broken file fails at once: not in the rate
+    assert p.cases_per_minute() == 2.0 and p.eta_s() == 60.0
+    assert p.line("bad", {"status": "failed", "seconds": 0.01, "reason": "damaged"}) == \
+        "[2/4] bad: failed in 0.0 s: damaged | 2.00 cases/min, ETA 0:01:00"
 
 
 def test_completeness_needs_every_listed_output(tmp_path):
