@@ -106,6 +106,7 @@ def run_case(job: dict, cancel=None, progress=None) -> dict:
     """Run one job {"name", "argv"} here; the outcome as CaseRecord fields. Never raises for a
     failing case (the next one must run); KeyboardInterrupt goes up to the executor."""
     from ..cli.run import run_from_args
+    _reset_peak_memory()
     t0 = time.perf_counter()
     out = {"started": now_iso()}
     try:
@@ -122,11 +123,26 @@ def run_case(job: dict, cancel=None, progress=None) -> dict:
     return out
 
 
+def _cuda():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch
+    return None
+
+
+def _reset_peak_memory() -> None:
+    """run.json's peak_gpu_memory_gb is this case's, as in a fresh `medgs run` process."""
+    torch = _cuda()
+    if torch is not None:
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+
+
 def _release_memory() -> None:
     """Give back what a case held, so that a failed case (an out-of-memory one) does not starve
     the next one in this long-lived process."""
     import gc
     gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = _cuda()
+    if torch is not None:
         torch.cuda.empty_cache()
