@@ -28,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import batch as batch_cmd
     from . import eval as eval_cmd
     from . import mesh as mesh_cmd
     from . import run as run_cmd
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     run_cmd.register(sub)
+    batch_cmd.register(sub)
     upstream.register(sub)
     mesh_cmd.register(sub)
     eval_cmd.register(sub)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import InputError, MedGSError
 
@@ -48,7 +49,8 @@ def register(subparsers) -> argparse.ArgumentParser:
             "report.md and PNG figures. Protocol: reference/evaluation.md."
         ),
     )
-    p.add_argument("input", metavar="IMAGE", help="[REQUIRED] intensity volume (.nii/.nii.gz/.nrrd/.mha)")
+    p.add_argument("input", metavar="IMAGE", help="[REQUIRED] intensity volume (.nii/.nii.gz/.nrrd/.mha), or a "
+                   "`medgs batch` folder: one cohort report from its cases' run.json (no training)")
     p.add_argument("--labels", default=None, metavar="LABELMAP", help="label map on the same grid (optional)")
     p.add_argument("--k", type=int, nargs="+", default=[2, 3, 4], metavar="K",
                    help="factors: keep every k-th slice (default: 2 3 4)")
@@ -76,6 +78,8 @@ def main_eval(args: argparse.Namespace) -> int:
     """Run `medgs eval`; returns the exit code (0 done, 2 a MedGSError, printed as one line)."""
     from ..evaluation.command import eval_command_line, run_eval_files
 
+    if Path(args.input).is_dir():
+        return _eval_batch(args)
     try:
         axis = args.axis if args.axis == "auto" else int(args.axis)
         values = parse_values(args.label_values)
@@ -93,6 +97,21 @@ def main_eval(args: argparse.Namespace) -> int:
         print(f"medgs eval: error: {err}", file=sys.stderr)
         return 2
     _print_summary(report)
+    return 0
+
+
+def _eval_batch(args: argparse.Namespace) -> int:
+    """`medgs eval BATCHDIR -o REPORTDIR`: aggregate a cohort (evaluation/batch_report.py)."""
+    from ..evaluation.batch_report import write_batch_report
+    try:
+        report = write_batch_report(args.input, args.output, overwrite=args.overwrite)
+    except MedGSError as err:
+        print(f"medgs eval: error: {err}", file=sys.stderr)
+        return 2
+    g = report["gain_db"]
+    gain = f"; estimated gain over linear: mean {g['mean']:+.2f} dB, median {g['median']:+.2f} dB" if g else ""
+    print(f"{report['cases']} cases ({', '.join(f'{n} {s}' for s, n in sorted(report['counts'].items()))}){gain}")
+    print(f"report: {report['written']['report.md']}")
     return 0
 
 

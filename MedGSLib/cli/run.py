@@ -25,15 +25,22 @@ def register(sub):
                                    "(same extension as INPUT), labels.<ext>, meshes/ and run.json.")
     p.add_argument("input", nargs="?", help="intensity volume (.nii, .nii.gz, .nrrd, .nhdr, .mha)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--labels", help="label map on the same grid (one model head per label)")
+    p.add_argument("--labels-only", action="store_true", help="interpolate the label map without an intensity "
+                   "volume (INPUT may then be omitted)")
+    add_run_options(p)
+    p.set_defaults(func=main_run)
+
+
+def add_run_options(p: argparse.ArgumentParser):
+    """Every `medgs run` option but the input, label map and output folder (`medgs batch` takes
+    them too, for every case, and per case from its manifest)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--factor", type=float, help="up-sampling factor along the slice axis (2, 3, 2.5 ...)")
     g.add_argument("--spacing", type=float, help="target slice spacing in mm")
     p.add_argument("--axis", default="auto", help="slice axis: auto (largest spacing), 0/1/2 or i/j/k")
     p.add_argument("--keep-every", type=int, default=1,
                    help="experiments: keep only every K-th slice first, then restore the full grid")
-    p.add_argument("--labels", help="label map on the same grid (one model head per label)")
-    p.add_argument("--labels-only", action="store_true", help="interpolate the label map without an intensity "
-                   "volume (INPUT may then be omitted)")
     p.add_argument("--annotated-slices", help="label map annotated on some slices only: 'auto' or a list "
                    "such as 0,5,10-40:5 (slice indices along the axis)")
     p.add_argument("--color-table", help="label names/colours (Slicer or FreeSurfer colour table)")
@@ -52,14 +59,39 @@ def register(sub):
                    help="save the training state every M minutes (default 5; 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_training_options(p)
-    p.set_defaults(func=main_run)
 
 
 def main_run(args) -> int:
+    from .progress import ProgressBar
+    bar = ProgressBar(args.quiet)
+    try:
+        res = run_from_args(args, progress=bar)
+    finally:
+        bar.close()
+    if not args.quiet:
+        info = res.info
+        print(f"wrote {args.output}: {info['iterations_run']} iterations, {info['gaussians']} Gaussians, "
+              f"{info['timings_s']['total']:.1f} s on {info['device']} ({info['renderer']})")
+        check = info.get("self_check")
+        if check:
+            dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
+            print(f"  self-check on {len(check['frames'])} held-out kept slices: estimated gain over linear "
+                  f"{check['gain_db']:+.2f} dB{dice} (delivered: {check['choice']})")
+        for k, v in res.files.items():
+            if isinstance(v, str):
+                print(f"  {k}: {v}")
+            elif k == "meshes":
+                print(f"  meshes: {len(v)} in {args.output}/meshes")
+    return 0
+
+
+def run_from_args(args, progress=None, cancel=None):
+    """`medgs run` from its parsed options: checks, `resolve_config`, `api.run_to_files` -> RunResult.
+
+    The one path from run options to an output folder; `medgs batch` runs each case through it."""
     from ..api import run_to_files
     from ..config import resolve_config
     from ..errors import InputError
-    from .progress import ProgressBar
     if args.labels_only:
         if not args.labels:
             raise InputError("--labels-only needs --labels LABELMAP")
@@ -79,33 +111,15 @@ def main_run(args) -> int:
                          max_gaussians=args.max_gaussians, renderer=args.renderer)
     from ..api import DEFAULT_MAX_OUTPUT_GB
     outputs = ("volume", "labels") + (() if args.no_meshes else ("meshes",))
-    bar = ProgressBar(args.quiet)
-    try:
-        res = run_to_files(image, args.output, labels_path=args.labels, factor=args.factor, spacing=args.spacing,
-                           axis=args.axis, keep_every=args.keep_every, config=cfg, preset=args.preset,
-                           device=args.device, seed=args.seed, iterations=args.iterations, outputs=outputs,
-                           mesh_format=args.mesh_format, annotated_slices=ann, color_table=args.color_table,
-                           probabilities=args.probabilities, overwrite=args.overwrite,
-                           max_output_gb=args.max_output_gb or DEFAULT_MAX_OUTPUT_GB, resume=args.resume,
-                           checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-                           options_record={k: v for k, v in vars(args).items() if k != "func"}, progress=bar)
-    finally:
-        bar.close()
-    if not args.quiet:
-        info = res.info
-        print(f"wrote {args.output}: {info['iterations_run']} iterations, {info['gaussians']} Gaussians, "
-              f"{info['timings_s']['total']:.1f} s on {info['device']} ({info['renderer']})")
-        check = info.get("self_check")
-        if check:
-            dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
-            print(f"  self-check on {len(check['frames'])} held-out kept slices: estimated gain over linear "
-                  f"{check['gain_db']:+.2f} dB{dice} (delivered: {check['choice']})")
-        for k, v in res.files.items():
-            if isinstance(v, str):
-                print(f"  {k}: {v}")
-            elif k == "meshes":
-                print(f"  meshes: {len(v)} in {args.output}/meshes")
-    return 0
+    return run_to_files(image, args.output, labels_path=args.labels, factor=args.factor, spacing=args.spacing,
+                        axis=args.axis, keep_every=args.keep_every, config=cfg, preset=args.preset,
+                        device=args.device, seed=args.seed, iterations=args.iterations, outputs=outputs,
+                        mesh_format=args.mesh_format, annotated_slices=ann, color_table=args.color_table,
+                        probabilities=args.probabilities, overwrite=args.overwrite,
+                        max_output_gb=args.max_output_gb or DEFAULT_MAX_OUTPUT_GB, resume=args.resume,
+                        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                        options_record={k: v for k, v in vars(args).items() if k != "func"},
+                        progress=progress, cancel=cancel)
 
 
 def _check_numbers(args) -> None:
