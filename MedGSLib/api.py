@@ -243,11 +243,12 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
                      "labels": [int(v) for v in values] if values else [],
                      "annotated_slices": mask_frames, "labels_carried_by_nearest": carried})
     check = out.info.get("self_check")
-    if check and check.get("choice") == "linear":
+    from .selfcheck import CLASSICAL
+    if check and check.get("choice") in CLASSICAL:
         warnings.append(f"self-check: on {len(check['frames'])} held-out kept slices MedGS measured "
-                        f"{check['model_gain_db']:+.2f} dB against linear interpolation, so the volume "
-                        "between the kept slices is linear interpolation; --set schedule.self_check=False "
-                        "gives the MedGS result")
+                        f"{check['model_gain_db']:+.2f} dB against linear interpolation and {check['choice']} "
+                        f"interpolation did best, so the volume between the kept slices is {check['choice']} "
+                        "interpolation; --set schedule.self_check=False gives the MedGS result")
     for w in warnings:
         log.warning(w)
     return out

@@ -259,9 +259,9 @@ class Trainer:
             li = lc.l1 * l1 + lc.dssim * (1 - ss)
             if alphas is not None:
                 if self.flow is not None:
-                    from .flow import blend as flow_blend
-                    blend = flow_blend(self.frames[pidx, None], self.frames[nxt, None],
-                                       self.flow.stack(pairs), alphas)[:, 0]
+                    from .flow import image_blend
+                    blend = image_blend(self.frames[pidx, None], self.frames[nxt, None],
+                                        self.flow.stack(pairs), alphas)[:, 0]
                 else:
                     a = alphas[:, None, None]
                     blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
@@ -473,6 +473,7 @@ class Trainer:
 
         Returns the new iteration count: a quarter more than the steps run so far (at most the plan).
         """
+        import numpy as np
         import torch
         from . import selfcheck
         h = torch.as_tensor(self.holdout, device=self.device)
@@ -481,12 +482,13 @@ class Trainer:
         linear = (0.5 * (a + b)).cpu().numpy()
         blend = None
         if self.flow is not None:     # the fields across each held-out frame, fitted without it
-            from .flow import blend as flow_blend
+            from .flow import image_blend
             d = self.flow.stack([(j - 1, j + 1) for j in self.holdout])
-            blend = flow_blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
+            blend = image_blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
-        rec = selfcheck.choose(model, blend, linear, truth)
+        lanczos = np.clip(selfcheck.held_out_lanczos(self.frames.cpu().numpy(), self.holdout), 0, 1)
+        rec = selfcheck.choose(model, blend, linear, truth, lanczos)
         rec.update({"frames": list(self.holdout), "step": step})
         if self.masks is not None and set(self.holdout) <= self._all_mask_frames:
             from .labels import decode

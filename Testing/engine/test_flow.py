@@ -53,3 +53,27 @@ def test_estimate_on_given_pairs():
     d = flow.estimate(frames, pairs=[(0, 2)])
     inside = torch.from_numpy(disc(26) > 0.5)
     assert abs(float(d[0, 0][inside].mean()) - 12.0) < 2.0
+
+
+def test_image_blend_moves_what_the_field_explains():
+    """The right field for a disc 8 px further right: the warped pair agrees exactly, so the
+    image blend is the motion blend (one disc half-way)."""
+    a, b = (torch.from_numpy(disc(cx))[None, None] for cx in (28.0, 36.0))
+    d = torch.zeros(1, 2, 48, 64)
+    d[:, 0] = 8.0
+    half = torch.full((1,), 0.5)
+    torch.testing.assert_close(flow.image_blend(a, b, d, half), flow.blend(a, b, d, half), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flow.image_blend(a, b, d, half)[0, 0], torch.from_numpy(disc(32.0)),
+                               atol=1e-5, rtol=0)
+
+
+def test_image_blend_leaves_a_static_structure_alone_under_a_wrong_field():
+    """The same disc on both slices and a field that (wrongly) moves it 5 px: the unwarped pair
+    agrees exactly, so the image blend is the cross-fade, i.e. the disc where it is; the pure
+    motion blend would have moved it."""
+    a = torch.from_numpy(disc(30.0))[None, None]
+    d = torch.zeros(1, 2, 48, 64)
+    d[:, 0] = 5.0
+    half = torch.full((1,), 0.5)
+    torch.testing.assert_close(flow.image_blend(a, a.clone(), d, half), a, atol=0, rtol=0)
+    assert float((flow.blend(a, a.clone(), d, half) - a).abs().max()) == pytest.approx(0.5)   # edges halved

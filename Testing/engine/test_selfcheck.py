@@ -74,3 +74,36 @@ def test_training_never_sees_held_out_frames(monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert records[0]["frames"] == [3] and records[0]["psnr"] != records[1]["psnr"]
     assert seen["pairs_across"] == [(2, 4)] * 2
+
+
+def test_lanczos_across_slices():
+    """Exact on the frames, exact on a ramp (symmetric normalised weights), the windowed-sinc
+    weights of x = +-0.5, 1.5, 2.5 elsewhere."""
+    rng = np.random.default_rng(1)
+    frames = rng.random((9, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(selfcheck.lanczos_z(frames, [0, 4, 8]), frames[[0, 4, 8]])
+    ramp = (np.arange(9, dtype=np.float32)[:, None, None] * 0.1 + 0.2) * np.ones((1, 3, 4), np.float32)
+    np.testing.assert_allclose(selfcheck.lanczos_z(ramp, [4.5])[0], 0.65, atol=1e-6)
+    x = 4.5 - np.arange(2, 8)
+    w = np.sinc(x) * np.sinc(x / 3)
+    np.testing.assert_allclose(selfcheck.lanczos_z(frames, [4.5])[0], np.tensordot(w / w.sum(), frames[2:8], 1),
+                               atol=1e-6)
+    assert w[0] == pytest.approx(0.02431, abs=1e-5) and w[2] == pytest.approx(0.60793, abs=1e-5)
+
+
+def test_held_out_lanczos_never_reads_the_held_out_frame_and_can_be_delivered():
+    rng = np.random.default_rng(2)
+    frames = rng.random((13, 4, 5)).astype(np.float32)
+    other = frames.copy()
+    other[6] = 0.0
+    est = selfcheck.held_out_lanczos(frames, [6])
+    np.testing.assert_array_equal(est, selfcheck.held_out_lanczos(other, [6]))
+    np.testing.assert_allclose(est[0], selfcheck.lanczos_z(frames[[1, 3, 5, 7, 9, 11]], [2.5])[0], atol=1e-7)
+    truth = np.full_like(est, 0.5)
+    rec = selfcheck.choose(truth + 0.3, None, truth + 0.2, truth, truth + 0.01)
+    assert rec["choice"] == "lanczos" and rec["model_weight"] is None
+    assert rec["gain_db"] == pytest.approx(10 * np.log10(0.04 / 0.0001), abs=1e-3)
+    pos = np.array([0.0, 0.5, 1.0, 6.25])
+    out = selfcheck.deliver(np.zeros((4, 4, 5), np.float32), pos, frames, rec)
+    np.testing.assert_array_equal(out[[0, 2]], 0.0)                 # kept positions left alone
+    np.testing.assert_allclose(out[[1, 3]], selfcheck.lanczos_z(frames, [0.5, 6.25]), atol=1e-7)
