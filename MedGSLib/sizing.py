@@ -9,13 +9,17 @@ preset name; they return plain numbers and never read a config, so any caller ca
 - CPU iterations follow a time budget: the pure-torch renderer costs about
   CPU_STEP_S_PER_PIXEL seconds per rendered pixel and step (measured after its rewrite on
   this shared 2-core machine), the budget grows with the kept voxels, and the count is held
-  between CPU_ITERATIONS (quality needs the lower bound more than the budget does).
+  between CPU_ITERATIONS (the self-check needs the lower bound's validation rounds).
 - CPU threads: one, unless a step renders enough pixels and the machine has idle cores.
 - The motion fields (flow.py) get a fixed share of that budget: their steps per level are
   cut so that fitting them costs about FLOW_SHARE of the training time.
+- A schedule sized shorter than the preset's own takes larger steps (`lr_scale`): Adam moves a
+  parameter by about its learning rate a step, and a 50-step CPU run must travel as far from the
+  pixel initialisation (19 dB on the kept slices of the example) as a long run does.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 GPU_START_PER_VOXEL = 1 / 6
@@ -27,12 +31,22 @@ CPU_START_PER_VOXEL = 1 / 4
 CPU_MAX_PER_VOXEL = 1 / 2
 CPU_MAX_GAUSSIANS = 40_000
 
-CPU_STEP_S_PER_PIXEL = 5e-6       # one rendered frame-pixel, forward + backward + the step's rest
+# one rendered frame-pixel, forward + backward + the step's rest: 0.35 s for 8 frames of 101 x 122
+# (example CT, 40k Gaussians, 1 thread, idle machine), plus ~10 % for the loss and the optimiser
+CPU_STEP_S_PER_PIXEL = 4e-6
 CPU_BUDGET_S_PER_VOXEL = 1 / 10_000
-CPU_BUDGET_S = (5.0, 60.0)        # training budget bounds, seconds
-# fewer than 150 steps lose several dB on held-out slices (29 x 101 x 122 CT, keep 2: 60 steps
-# 26.6 dB, 150 steps 30.2 dB, 300 steps 34.6 dB; linear 34.8 dB), whatever the budget says
-CPU_ITERATIONS = (150, 300)
+# training budget bounds, seconds: the upper one leaves a 60 s run room for loading, the motion
+# fields, rendering and writing (64 x 128 x 128 at keep 2: ~10 s of those)
+CPU_BUDGET_S = (4.0, 45.0)
+# the self-check (selfcheck.py) needs its validation rounds: below 40 steps it has none
+CPU_ITERATIONS = (40, 300)
+# lr_scale: sqrt(LR_REFERENCE_ITERATIONS / iterations), at most LR_SCALE_MAX; on the example CT at
+# 50 steps the model's held-out gain over linear went -3.0 dB -> -1.5 (x3) / -1.4 (x6); ct_aorta
+# 64 x 128 x 128 at 60 steps -0.8 -> -0.1 dB (x3). Only these rates: the temporal ones (m, sigma,
+# w) were not measured scaled
+LR_REFERENCE_ITERATIONS = 1500    # the fast preset's schedule
+LR_SCALE_MAX = 6.0
+LR_SCALED = ("xyz", "xyz_final", "color", "opacity", "scaling")
 CPU_FRAMES_PER_STEP = 4
 # below this many rendered pixels per step a second thread costs more than it gives, and on a
 # loaded machine OpenMP threads waiting for a busy core make every op ~30x slower (measured:
@@ -90,6 +104,13 @@ def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = 
         n *= 2
     lo, hi = CPU_ITERATIONS
     return max(lo, min(hi * (2 if preset == "quality" else 1), n))
+
+
+def lr_scale(iterations: int) -> float:
+    """Factor on the LR_SCALED learning rates for a schedule of `iterations` sized by `iterations()`."""
+    if iterations <= 0:
+        return 1.0
+    return min(LR_SCALE_MAX, max(1.0, math.sqrt(LR_REFERENCE_ITERATIONS / iterations)))
 
 
 def cpu_threads(shape, cores: int, load: float, frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
