@@ -36,7 +36,7 @@ CPU_MAX_GAUSSIANS = 40_000
 CPU_STEP_S_PER_PIXEL = 4e-6
 CPU_BUDGET_S_PER_VOXEL = 1 / 10_000
 # training budget bounds, seconds. The upper one is what a CPU user waits for training at most:
-# the README example (58 x 101 x 122, all slices kept, factor 2) must finish in 30 s end to end,
+# the README example (30 x 101 x 122, every slice kept, factor 2) must finish in 30 s end to end,
 # of which ~7 s are start-up, loading, the motion fields, rendering and writing; larger volumes
 # get no more steps, only dearer ones (iterations shrink to the floor below)
 CPU_BUDGET_S = (4.0, 20.0)

@@ -59,9 +59,12 @@ def tile_intersections(splats, tile_size: int):
     dev = splats.means2d.device
     sid = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt)
     start = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(sid.numel(), device=dev) - start[sid]
-    bws = bw[sid].clamp_min(1)
-    key = splats.frame_ids[sid] * (th * tw) + (y0[sid] + local // bws) * tw + x0[sid] + local % bws
+    # index_select, not tensor[sid]: the 1-D gather is several times faster on a CPU
+    local = torch.arange(sid.numel(), device=dev) - start.index_select(0, sid)
+    bws = bw.index_select(0, sid).clamp_min(1)
+    row, col = local // bws, local % bws
+    key = (splats.frame_ids.index_select(0, sid) * (th * tw) + (y0.index_select(0, sid) + row) * tw
+           + x0.index_select(0, sid) + col)
     key, order = torch.sort(key, stable=True)
     return sid[order], key, tw, th
 
