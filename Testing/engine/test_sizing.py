@@ -34,17 +34,18 @@ def test_gpu_start_is_the_fast_presets_rule():
 
 def test_cpu_iterations_fit_the_budget():
     assert sizing.cpu_train_budget_s((9, 32, 28)) == sizing.CPU_BUDGET_S[0] == 4.0
-    assert sizing.cpu_train_budget_s((150, 512, 512)) == sizing.CPU_BUDGET_S[1] == 20.0
+    assert sizing.cpu_train_budget_s((150, 512, 512)) == sizing.CPU_BUDGET_S[1] == 45.0
+    assert sizing.cpu_train_budget_s((30, 101, 122)) == pytest.approx(18.483)    # 369 660 voxels / 20k
     assert sizing.iterations((9, 32, 28), "cpu") == 139                 # 4 s / 0.0287 s a step
-    assert sizing.iterations((15, 101, 122), "cpu") == 46               # the example: 18.5 s / 0.394 s
-    assert sizing.iterations((32, 128, 128), "cpu") == 40               # 64 x 128 x 128 at keep 2: 20 s / 0.524 s -> 38
-    assert sizing.iterations((30, 101, 122), "cpu") == 50               # the README example: 20 s (cap) / 0.394 s
-    assert sizing.iterations((300, 32, 28), "cpu") == 300               # 20 s / 0.0287 s -> 697
+    assert sizing.iterations((30, 101, 122), "cpu") == 46               # the README example: 18.5 s / 0.394 s
+    assert sizing.iterations((15, 101, 122), "cpu") == 40               # its keep 2: 9.2 s / 0.394 s -> 23, the floor
+    assert sizing.iterations((32, 128, 128), "cpu") == 50               # 64 x 128 x 128 at keep 2: 26.2 s / 0.524 s
+    assert sizing.iterations((300, 32, 28), "cpu") == 300               # 13.4 s / 0.0287 s -> 468
     assert sizing.iterations((300, 32, 28), "cpu", "quality") == 600
     assert sizing.iterations((150, 512, 512), "cpu") == 40              # never below the self-check's floor
     assert sizing.iterations((64, 256, 256), "cuda") == 0               # GPU: the preset's count
-    its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (70, 32, 28), (300, 32, 28)]]
-    assert its == [139, 218, 300]
+    its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (120, 32, 28), (300, 32, 28)]]
+    assert its == [139, 187, 300]
     assert its == sorted(its)                                           # more slices, more budget
 
 
