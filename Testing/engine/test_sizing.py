@@ -72,8 +72,9 @@ def test_flow_levels_and_steps():
 
 def test_cpu_threads():
     assert sizing.cpu_threads((5, 32, 28), 2, 0.0) == 1                 # 7168 px a step: one thread
-    assert sizing.cpu_threads((30, 101, 122), 2, 0.1) == 2
-    assert sizing.cpu_threads((30, 101, 122), 2, 1.7) == 1              # the other core is busy
+    assert sizing.cpu_threads((30, 101, 122), 2, 0.0) == 1              # never every core
+    assert sizing.cpu_threads((30, 101, 122), 4, 0.1) == 3
+    assert sizing.cpu_threads((30, 101, 122), 4, 1.7) == 2              # one other core is busy
     assert sizing.cpu_threads((30, 101, 122), 16, 40.0) == 1
 
 
