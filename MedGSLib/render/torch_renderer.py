@@ -113,7 +113,7 @@ class TorchRenderer(Renderer):
         # pixel offsets (u, v): one [ts^2, 6] @ [6, rows] product instead of a dozen [ts^2, rows]
         # passes. Expanded, it is not bit-exact, so it only proposes a superset (CUT_MARGIN);
         # the candidates are then tested again with the exact expression of the reference.
-        mono = torch.stack([torch.ones_like(offx), offx, offy, offx * offx, offy * offy, offx * offy], 1)
+        mono = torch.stack([torch.ones_like(offx), offx, offy, offx * offx, offy * offy, offx * offy], 1).to(attr.dtype)
         lists = []
         for lo, hi in bounds:
             c_sid, c_key = sid[lo:hi], key[lo:hi]
