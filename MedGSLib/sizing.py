@@ -9,13 +9,18 @@ preset name; they return plain numbers and never read a config, so any caller ca
 - CPU iterations follow a time budget: the pure-torch renderer costs about
   CPU_STEP_S_PER_PIXEL seconds per rendered pixel and step (measured after its rewrite on
   this shared 2-core machine), the budget grows with the kept voxels, and the count is held
-  between CPU_ITERATIONS (quality needs the lower bound more than the budget does).
-- CPU threads: one, unless a step renders enough pixels and the machine has idle cores.
+  between CPU_ITERATIONS (the self-check needs the lower bound's validation rounds).
+- CPU threads: one, unless a step renders enough pixels and the machine has idle cores; never
+  every core.
 - The motion fields (flow.py) get a fixed share of that budget: their steps per level are
   cut so that fitting them costs about FLOW_SHARE of the training time.
+- A schedule sized shorter than the preset's own takes larger steps (`lr_scale`): Adam moves a
+  parameter by about its learning rate a step, and a 50-step CPU run must travel as far from the
+  pixel initialisation (19 dB on the kept slices of the example) as a long run does.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 GPU_START_PER_VOXEL = 1 / 6
@@ -27,12 +32,24 @@ CPU_START_PER_VOXEL = 1 / 4
 CPU_MAX_PER_VOXEL = 1 / 2
 CPU_MAX_GAUSSIANS = 40_000
 
-CPU_STEP_S_PER_PIXEL = 5e-6       # one rendered frame-pixel, forward + backward + the step's rest
-CPU_BUDGET_S_PER_VOXEL = 1 / 10_000
-CPU_BUDGET_S = (5.0, 60.0)        # training budget bounds, seconds
-# fewer than 150 steps lose several dB on held-out slices (29 x 101 x 122 CT, keep 2: 60 steps
-# 26.6 dB, 150 steps 30.2 dB, 300 steps 34.6 dB; linear 34.8 dB), whatever the budget says
-CPU_ITERATIONS = (150, 300)
+# one rendered frame-pixel, forward + backward + the step's rest: 0.35 s for 8 frames of 101 x 122
+# (example CT, 40k Gaussians, 1 thread, idle machine), plus ~10 % for the loss and the optimiser
+CPU_STEP_S_PER_PIXEL = 4e-6
+# the budget grows with the kept voxels: 1 s of training per 20k. The README example (30 x 101 x
+# 122, every slice kept, factor 2) must finish in 30 s end to end, of which ~7 s are start-up,
+# loading, the motion fields, rendering and writing: 18.5 s of training leaves room for a loaded
+# machine. Bounds in seconds; past the upper one, larger volumes get dearer steps, not more time
+CPU_BUDGET_S_PER_VOXEL = 1 / 20_000
+CPU_BUDGET_S = (4.0, 45.0)
+# the self-check (selfcheck.py) needs its validation rounds: below 40 steps it has none
+CPU_ITERATIONS = (40, 300)
+# lr_scale: sqrt(LR_REFERENCE_ITERATIONS / iterations), at most LR_SCALE_MAX; on the example CT at
+# 50 steps the model's held-out gain over linear went -3.0 dB -> -1.5 (x3) / -1.4 (x6); ct_aorta
+# 64 x 128 x 128 at 60 steps -0.8 -> -0.1 dB (x3). Only these rates: scaling the temporal ones
+# (m, sigma, w) and rotation as well measured no better (example, 45 steps: -1.43 dB vs -1.33)
+LR_REFERENCE_ITERATIONS = 1500    # the fast preset's schedule
+LR_SCALE_MAX = 6.0
+LR_SCALED = ("xyz", "xyz_final", "color", "opacity", "scaling")
 CPU_FRAMES_PER_STEP = 4
 # below this many rendered pixels per step a second thread costs more than it gives, and on a
 # loaded machine OpenMP threads waiting for a busy core make every op ~30x slower (measured:
@@ -92,13 +109,24 @@ def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = 
     return max(lo, min(hi * (2 if preset == "quality" else 1), n))
 
 
+def lr_scale(iterations: int) -> float:
+    """Factor on the LR_SCALED learning rates for a schedule of `iterations` sized by `iterations()`."""
+    if iterations <= 0:
+        return 1.0
+    return min(LR_SCALE_MAX, max(1.0, math.sqrt(LR_REFERENCE_ITERATIONS / iterations)))
+
+
 def cpu_threads(shape, cores: int, load: float, frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
     """Torch threads for CPU training: `cores` minus what `load` (1-minute load average, other
-    processes) keeps busy, and 1 for steps too small to share."""
+    processes) keeps busy, never every core, and 1 for steps too small to share.
+
+    Never every core: an OpenMP thread whose core is taken stalls every op of the step. On this
+    2-core machine, one step of the example (8 frames of 101 x 122, 40k Gaussians) took 0.34 s on
+    2 threads idle and 0.38 s on 1, but 0.86 s on 2 threads with one other busy process."""
     _, h, w = (int(x) for x in shape)
     if 2 * frames_per_step * h * w < CPU_THREAD_PIXELS:
         return 1
-    return max(1, min(int(cores), int(cores - load + 0.5)))
+    return max(1, min(int(cores) - 1, int(cores - load + 0.5)))
 
 
 def flow_levels(shape) -> int:

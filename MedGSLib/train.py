@@ -119,6 +119,10 @@ class Trainer:
         mc, sc = self.cfg.model, self.cfg.schedule
         mc.num_points = mc.num_points or plan.num_points
         mc.max_gaussians = mc.max_gaussians or max(plan.max_gaussians, mc.num_points)
+        if not sc.iterations and plan.iterations:      # a sized (CPU) schedule: steps as long as it is short
+            scale = sizing.lr_scale(plan.iterations)
+            for k in sizing.LR_SCALED:
+                setattr(self.cfg.optim, k, getattr(self.cfg.optim, k) * scale)
         sc.iterations = sc.iterations or plan.iterations
         if self.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
             import torch

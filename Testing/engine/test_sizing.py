@@ -33,16 +33,27 @@ def test_gpu_start_is_the_fast_presets_rule():
 
 
 def test_cpu_iterations_fit_the_budget():
-    assert sizing.cpu_train_budget_s((9, 32, 28)) == sizing.CPU_BUDGET_S[0]
-    assert sizing.cpu_train_budget_s((150, 512, 512)) == sizing.CPU_BUDGET_S[1]
-    assert sizing.iterations((9, 32, 28), "cpu") == 150                 # 5 s / 0.036 s a step -> 139
-    assert sizing.iterations((300, 32, 28), "cpu") == 300               # 26.9 s / 0.036 s -> 750
+    assert sizing.cpu_train_budget_s((9, 32, 28)) == sizing.CPU_BUDGET_S[0] == 4.0
+    assert sizing.cpu_train_budget_s((150, 512, 512)) == sizing.CPU_BUDGET_S[1] == 45.0
+    assert sizing.cpu_train_budget_s((30, 101, 122)) == pytest.approx(18.483)    # 369 660 voxels / 20k
+    assert sizing.iterations((9, 32, 28), "cpu") == 139                 # 4 s / 0.0287 s a step
+    assert sizing.iterations((30, 101, 122), "cpu") == 46               # the README example: 18.5 s / 0.394 s
+    assert sizing.iterations((15, 101, 122), "cpu") == 40               # its keep 2: 9.2 s / 0.394 s -> 23, the floor
+    assert sizing.iterations((32, 128, 128), "cpu") == 50               # 64 x 128 x 128 at keep 2: 26.2 s / 0.524 s
+    assert sizing.iterations((300, 32, 28), "cpu") == 300               # 13.4 s / 0.0287 s -> 468
     assert sizing.iterations((300, 32, 28), "cpu", "quality") == 600
-    assert sizing.iterations((150, 512, 512), "cpu") == 150             # never below the quality floor
+    assert sizing.iterations((150, 512, 512), "cpu") == 40              # never below the self-check's floor
     assert sizing.iterations((64, 256, 256), "cuda") == 0               # GPU: the preset's count
-    its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (70, 32, 28), (300, 32, 28)]]
-    assert its == [150, 175, 300]
+    its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (120, 32, 28), (300, 32, 28)]]
+    assert its == [139, 187, 300]
     assert its == sorted(its)                                           # more slices, more budget
+
+
+def test_short_schedules_take_larger_steps():
+    assert sizing.lr_scale(1500) == sizing.lr_scale(3000) == sizing.lr_scale(0) == 1.0
+    assert sizing.lr_scale(375) == 2.0                                  # sqrt(1500 / 375)
+    assert sizing.lr_scale(46) == pytest.approx(5.7104, abs=1e-4)
+    assert sizing.lr_scale(40) == sizing.lr_scale(10) == sizing.LR_SCALE_MAX == 6.0
 
 
 def test_flow_levels_and_steps():
@@ -61,8 +72,9 @@ def test_flow_levels_and_steps():
 
 def test_cpu_threads():
     assert sizing.cpu_threads((5, 32, 28), 2, 0.0) == 1                 # 7168 px a step: one thread
-    assert sizing.cpu_threads((30, 101, 122), 2, 0.1) == 2
-    assert sizing.cpu_threads((30, 101, 122), 2, 1.7) == 1              # the other core is busy
+    assert sizing.cpu_threads((30, 101, 122), 2, 0.0) == 1              # never every core
+    assert sizing.cpu_threads((30, 101, 122), 4, 0.1) == 3
+    assert sizing.cpu_threads((30, 101, 122), 4, 1.7) == 2              # one other core is busy
     assert sizing.cpu_threads((30, 101, 122), 16, 40.0) == 1
 
 
@@ -81,12 +93,19 @@ def test_cpu_variant_is_sized_by_the_trainer():
     tr = Trainer(frames, cfg)
     plan = sizing.plan((5, 32, 28), "cpu", "fast")
     assert tr.model.n == plan.num_points == 1120
-    assert (tr.cfg.model.max_gaussians, tr.cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations)
+    assert (tr.cfg.model.max_gaussians, tr.cfg.schedule.iterations) == (plan.max_gaussians, plan.iterations) == (2240, 139)
+    # a sized schedule scales its learning rates (sqrt(1500 / 139)); the caller's config keeps its own
+    scale = sizing.lr_scale(139)
+    for k in sizing.LR_SCALED:
+        assert getattr(tr.cfg.optim, k) == pytest.approx(getattr(cfg.optim, k) * scale, rel=1e-12)
+    assert tr.cfg.optim.color == pytest.approx(0.01 * 3.28502, rel=1e-5) and cfg.optim.color == 0.01
+    assert (tr.cfg.optim.m, tr.cfg.optim.sigma) == (cfg.optim.m, cfg.optim.sigma)
     # explicit values win
     cfg2 = default_config("fast", "cpu", iterations=7, max_gaussians=500)
     cfg2.model.num_points = 100
     c2 = Trainer(frames, cfg2).cfg
     assert (c2.model.num_points, c2.model.max_gaussians, c2.schedule.iterations) == (100, 500, 7)
+    assert c2.optim.color == 0.01                                       # explicit iterations: rates as given
 
 
 def test_sizing_fills_the_trainers_copy_not_the_callers_config():
