@@ -46,14 +46,11 @@ def default_config(preset_name: str = "fast", device: str = "auto", **options) -
 
 def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None, masks=None, mask_frames=None,
                       config: TrainConfig | None = None, pipeline: str | None = None, keep_known: bool = True,
-                      slice_gap_px: float | None = None, progress=None, cancel=None) -> InterpResult:
+                      progress=None, cancel=None) -> InterpResult:
     """Train on kept frames [F, H, W] (float32, ~[0, 1]) and render the dense stack.
 
     masks [L, F, H, W] (one channel per label, 0/1) add label heads (joint pipeline); with
-    `mask_frames` only those frames are annotated. `slice_gap_px` is the gap between kept
-    frames in in-plane pixels (slice gap mm / pixel mm), the scale of the label heads' shape
-    targets; unknown, the output grid is taken as isotropic (the gap is one output step).
-    `info["label_support"]` lists the output slices where the labels are the user's (for
+    `mask_frames` only those frames are annotated. `info["label_support"]` lists the output slices where the labels are the user's (for
     labels.decode(support=...)).
     """
     import torch
@@ -76,15 +73,6 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     targets = None
     if masks is not None:
         targets = np.ascontiguousarray(masks, dtype=np.float32)
-        if cfg.loss.seg_target == "shape":
-            from .label_shape import ramp_targets, ramp_tau
-            if slice_gap_px is None:
-                step = float(np.min(np.diff(positions))) if len(positions) > 1 else 1.0
-                slice_gap_px = 1.0 / max(step, 1e-6)
-            tau = cfg.loss.seg_ramp * ramp_tau(slice_gap_px, mask_frames)
-            targets = ramp_targets(targets, tau, mask_frames)
-        elif cfg.loss.seg_target != "mask":
-            raise InputError(f"unknown label target {cfg.loss.seg_target!r}: use 'mask' or 'shape'")
     t_masks = torch.from_numpy(targets) if targets is not None else None
     holdout = []
     if cfg.schedule.self_check and frames is not None and pipeline in ("img", "joint"):
@@ -209,9 +197,7 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     F = len(kept)
     from .slice_grid import target_positions
     positions = target_positions(F, factor=None if ratio is not None else factor_used, spacing_ratio=ratio)
-    inplane = min(float(s) for a, s in enumerate(base.geometry.spacing) if a != image_axis)
     res = interpolate_array(frames, None, positions=positions, masks=masks, mask_frames=mask_frames, config=cfg,
-                            slice_gap_px=kept_gap / inplane,
                             progress=progress, cancel=cancel)
     gap_mm = kept_gap * (positions[1] - positions[0]) if len(positions) > 1 else kept_gap
     geom = base.geometry.with_axis_spacing(image_axis, gap_mm)   # kept[0] == 0: the origin stays

@@ -39,10 +39,6 @@ class LossConfig:
     seg_l1: float = 2.0             # mask loss weight (method.md s2)
     seg_dice: float = 0.0           # optional soft-Dice term for label heads
     seg_bce: float = 0.0            # optional per-channel binary cross-entropy for label heads
-    # label head targets: "mask" (released code: the 0/1 masks) or "shape" (signed-distance ramps,
-    # label_shape.py: boundaries move between slices as in shape-based interpolation)
-    seg_target: str = "mask"
-    seg_ramp: float = 1.0           # ramp half-width as a multiple of the annotated-slice gap (px)
     seg_sigma: float = 0.5
     lambda_img: float = 1.0
     lambda_seg: float = 1.0

@@ -77,7 +77,7 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
     Ties go to the earlier channel. The output has the smallest integer dtype that holds the values.
     With `support` (indices along axis 1 of a [L, n, H, W] stack: the annotated or kept slices),
     pieces of a label that touch none of its voxels on those slices are background
-    (label_shape.supported). This is the one decoder: the pipeline and the evaluation use it.
+    (label_support.supported). This is the one decoder: the pipeline and the evaluation use it.
     """
     probs = np.asarray(probs)
     values = [int(v) for v in values]
@@ -95,7 +95,7 @@ def decode(probs: np.ndarray, values: Sequence[int], threshold: float = DEFAULT_
     out = lut[best]
     out[~(best_p >= threshold)] = 0  # written as "not >=" so NaN probabilities are background
     if support is not None:
-        from .label_shape import supported
+        from .label_support import supported
         out[~supported(out, support)] = 0
     return out
 

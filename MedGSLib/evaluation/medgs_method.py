@@ -24,7 +24,7 @@ class MedGSOutput:
 
 def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None,
               label_values=None, preset: str = "fast", device: str = "auto", robust: bool = False,
-              progress=None, cancel=None, overrides=(), spacing=None) -> MedGSOutput:
+              progress=None, cancel=None, overrides=()) -> MedGSOutput:
     """Train MedGS on the kept slices [F, H, W] and render the full grid for factor k.
 
     `robust=False` (default) maps the kept slices' own min and max to [0, 1]; `robust=True`
@@ -51,10 +51,7 @@ def run_medgs(kept: np.ndarray, k: int, *, kept_labels: np.ndarray | None = None
     from ..config import resolve_config
 
     config = resolve_config(preset, device, overrides)
-    # the label heads' shape targets are scaled by the kept-slice gap in in-plane pixels
-    gap_px = None if spacing is None else int(k) * float(spacing[0]) / min(float(spacing[1]), float(spacing[2]))
-    result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel,
-                                   slice_gap_px=gap_px)
+    result = api.interpolate_array(frames, int(k), masks=masks, config=config, progress=progress, cancel=cancel)
     image = np.asarray(result.image, dtype=np.float32)
     expected = ((kept.shape[0] - 1) * k + 1,) + kept.shape[1:]
     if image.shape != expected:

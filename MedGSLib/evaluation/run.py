@@ -171,7 +171,7 @@ def evaluate(image: Volume, labels: Volume | None, ks, methods, label_methods, *
                 want_labels = truth_labels is not None and "medgs" in label_methods
                 out, seconds = _run_medgs(truth, truth_labels if want_labels else None, values, k,
                                           kept_idx, preset, device, _inner_progress(bar, progress), cancel,
-                                          overrides, spacing)
+                                          overrides)
                 medgs_info[str(k)] = out.info
                 if not label_task:
                     rows.append(_image_row(out.image, truth, heldout, value_range, "medgs", k, seconds))
@@ -266,15 +266,13 @@ def _inner_progress(bar, progress):
     return callback
 
 
-def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel, overrides=(),
-               spacing=None):
+def _run_medgs(truth, truth_labels, values, k, kept_idx, preset, device, progress, cancel, overrides=()):
     from .medgs_method import run_medgs
 
     kept_labels = truth_labels[kept_idx] if truth_labels is not None else None
     t0 = time.perf_counter()
     out = run_medgs(truth[kept_idx], k, kept_labels=kept_labels, label_values=values or None,
-                    preset=preset, device=device, progress=progress, cancel=cancel, overrides=overrides,
-                    spacing=spacing)
+                    preset=preset, device=device, progress=progress, cancel=cancel, overrides=overrides)
     return out, time.perf_counter() - t0
 
 

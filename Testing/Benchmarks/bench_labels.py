@@ -55,10 +55,10 @@ def main():
             preds[name] = (fn(kept_l, k, spacing, values), time.perf_counter() - t)
         t = time.perf_counter()
         if a.sparse:
-            pred = sparse_medgs(image, labels, k, values, a.preset, a.device, a.set, spacing)
+            pred = sparse_medgs(image, labels, k, values, a.preset, a.device, a.set)
         else:
             pred = run_medgs(kept_i, k, kept_labels=kept_l, label_values=values, preset=a.preset,
-                             device=a.device, overrides=a.set, spacing=spacing).labels
+                             device=a.device, overrides=a.set).labels
         preds["medgs"] = (pred, time.perf_counter() - t)
         for name, (pred, sec) in preds.items():
             s = label_scores(pred, labels, held, spacing, values)
@@ -71,7 +71,7 @@ def main():
         Path(a.json).write_text(json.dumps(rows, indent=1, default=float))
 
 
-def sparse_medgs(image, labels, k, values, preset, device, overrides, spacing):
+def sparse_medgs(image, labels, k, values, preset, device, overrides):
     """Image head on every slice, label heads on every k-th slice only; labels on the same grid."""
     from MedGSLib import api
     from MedGSLib.config import apply_overrides
@@ -83,8 +83,7 @@ def sparse_medgs(image, labels, k, values, preset, device, overrides, spacing):
     annotated[::k] = True
     masks = np.stack([(labels == v) & annotated[:, None, None] for v in values]).astype(np.float32)
     cfg = apply_overrides(api.default_config(preset, device), overrides)
-    res = api.interpolate_array(frames, 1, masks=masks, mask_frames=np.flatnonzero(annotated).tolist(), config=cfg,
-                                slice_gap_px=spacing[0] / min(spacing[1], spacing[2]))
+    res = api.interpolate_array(frames, 1, masks=masks, mask_frames=np.flatnonzero(annotated).tolist(), config=cfg)
     return decode(res.probs, values, support=res.info["label_support"]).astype(labels.dtype)
 
 

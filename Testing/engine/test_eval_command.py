@@ -129,10 +129,9 @@ def _fake_api():
     def default_config(preset_name="fast", device="auto", **overrides):
         return {"preset": preset_name, "device": device}
 
-    def interpolate_array(frames, factor, *, masks=None, config=None, progress=None, cancel=None, slice_gap_px=None):
+    def interpolate_array(frames, factor, *, masks=None, config=None, progress=None, cancel=None):
         assert frames.dtype == np.float32 and frames.min() >= 0.0 and frames.max() <= 1.0
-        calls.append({"frames": frames.shape, "masks": None if masks is None else masks.shape, "config": config,
-                      "slice_gap_px": slice_gap_px})
+        calls.append({"frames": frames.shape, "masks": None if masks is None else masks.shape, "config": config})
         probs = None if masks is None else np.stack([linear(m, factor) for m in masks])
         support = list(range(0, (frames.shape[0] - 1) * factor + 1, factor))
         return types.SimpleNamespace(image=linear(frames, factor), probs=probs,
