@@ -185,13 +185,14 @@ def main(argv=None) -> int:
         run_dir = out / f"gpus{count}"
         wall, rc, tail = timed(cli + ["batch", str(manifest), "-o", str(run_dir), *options],
                                dict(base_env, CUDA_VISIBLE_DEVICES=cvd), a.timeout * n)
+        wall = round(wall, 3)             # the rates below follow from the recorded wall time exactly
         try:
             doc = json.loads((run_dir / "batch.json").read_text())
         except (OSError, json.JSONDecodeError):
             doc = {"cases": [], "summary": {}, "gpus": None}
         docs[count] = doc
         secs = [c["seconds"] for c in doc["cases"] if c.get("seconds")]
-        run = {"gpus": count, "cuda_visible_devices": cvd, "wall_s": round(wall, 3), "exit": rc,
+        run = {"gpus": count, "cuda_visible_devices": cvd, "wall_s": wall, "exit": rc,
                "done": sum(c["status"] == "done" for c in doc["cases"]),
                "cases_per_minute": round(60 * n / wall, 3), "case_seconds_sum": round(sum(secs), 3),
                "case_seconds_max": round(max(secs), 3) if secs else None,
