@@ -52,7 +52,7 @@ SEED = "0"
 # `medgs batch` with GPU discovery trusting CUDA_VISIBLE_DEVICES: fake GPU ids on a CPU box (--tiny)
 FAKE_GPU_CLI = ("import sys; from MedGSLib.batch import local, runner; runner.cuda_gpus = local.visible_gpus; "
                 "from MedGSLib.cli import main; sys.exit(main(sys.argv[1:]))")
-KEYS = ("device", "tiny", "fake_gpus", "gpus_visible", "options", "cases", "cohort", "runs", "per_case",
+KEYS = ("device", "tiny", "fake_gpus", "gpus_visible", "gpu_counts", "options", "cases", "cohort", "runs", "per_case",
         "identical", "max_abs_difference", "environment")
 
 
@@ -121,6 +121,49 @@ def worker_gpus(doc: dict) -> dict:
     return dict(sorted(seen.items()))
 
 
+def write_result(out: Path, cases, runs: list[dict], docs: dict, header: dict, verbose: bool) -> dict:
+    """OUTDIR/bench_batch_gpus.json from the runs so far (written after every run: a run cut off
+    by the machine's time limit leaves the earlier runs' numbers)."""
+    counts = [r["gpus"] for r in runs]
+    ref = runs[0]
+    for run in runs:
+        run["speedup"] = round(ref["wall_s"] / run["wall_s"], 3)
+        run["efficiency"] = round(run["speedup"] / run["gpus"], 3)
+        # the queue's best: the 1-GPU work spread evenly, but never less than the longest case
+        if ref["case_seconds_max"]:
+            floor = max(ref["case_seconds_sum"] / run["gpus"], ref["case_seconds_max"])
+            run["speedup_bound_by_queue"] = round(ref["case_seconds_sum"] / floor, 3)
+
+    rows, worst, identical = [], 0.0, True
+    for name, img, _ in cases:
+        row = {"case": name, "image": str(img)}
+        for count in counts:
+            c = next((c for c in docs[count]["cases"] if c["name"] == name), {})
+            row[f"gpus{count}"] = {"status": c.get("status"), "seconds": c.get("seconds"), "worker": c.get("worker"),
+                                   "reason": c.get("reason")}
+            if count != 1:
+                diff = outputs_difference(out / "gpus1" / name, out / f"gpus{count}" / name)
+                row[f"gpus{count}"]["difference_from_1_gpu"] = diff
+                if diff["max_abs"] is None:
+                    identical = False
+                else:
+                    worst = max(worst, diff["max_abs"])
+                    identical = identical and diff["max_abs"] == 0.0
+        rows.append(row)
+        line = " | ".join(f"{k}: {row[f'gpus{k}']['status']} {row[f'gpus{k}']['seconds']} s on "
+                          f"{row[f'gpus{k}']['worker']}" for k in counts)
+        diffs = [row[f"gpus{k}"]["difference_from_1_gpu"]["max_abs"] for k in counts[1:]]
+        if verbose:
+            print(f"  {name}: {line} | max |diff| from 1 GPU {diffs}", flush=True)
+    if len(counts) == 1:
+        identical = None
+    result = {**header, "cases": len(cases), "cohort": [c[0] for c in cases], "runs": runs, "per_case": rows,
+              "identical": identical,
+              "max_abs_difference": worst if len(counts) > 1 else None, "environment": _environment()}
+    (out / "bench_batch_gpus.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
@@ -179,6 +222,8 @@ def main(argv=None) -> int:
                     PYTHONUNBUFFERED="1")
     n = len(cases)
 
+    header = {"device": "cpu (fake GPU ids)" if fake else "cuda", "tiny": a.tiny, "fake_gpus": fake,
+              "gpus_visible": gpus, "gpu_counts": counts, "options": options}
     runs, docs = [], {}
     for count in counts:
         cvd = ",".join(gpus[:count])
@@ -204,46 +249,11 @@ def main(argv=None) -> int:
               f"{run['cases_per_minute']:.2f} cases/min (exit {rc}); workers {sorted(run['workers'])}", flush=True)
         if rc != 0:
             print(f"  stderr: {tail}", flush=True)
-    ref = runs[0]
-    for run in runs:
-        run["speedup"] = round(ref["wall_s"] / run["wall_s"], 3)
-        run["efficiency"] = round(run["speedup"] / run["gpus"], 3)
-        # the queue's best: the 1-GPU work spread evenly, but never less than the longest case
-        if ref["case_seconds_max"]:
-            floor = max(ref["case_seconds_sum"] / run["gpus"], ref["case_seconds_max"])
-            run["speedup_bound_by_queue"] = round(ref["case_seconds_sum"] / floor, 3)
-
-    rows, worst, identical = [], 0.0, True
-    for name, img, _ in cases:
-        row = {"case": name, "image": str(img)}
-        for count in counts:
-            c = next((c for c in docs[count]["cases"] if c["name"] == name), {})
-            row[f"gpus{count}"] = {"status": c.get("status"), "seconds": c.get("seconds"), "worker": c.get("worker"),
-                                   "reason": c.get("reason")}
-            if count != 1:
-                diff = outputs_difference(out / "gpus1" / name, out / f"gpus{count}" / name)
-                row[f"gpus{count}"]["difference_from_1_gpu"] = diff
-                if diff["max_abs"] is None:
-                    identical = False
-                else:
-                    worst = max(worst, diff["max_abs"])
-                    identical = identical and diff["max_abs"] == 0.0
-        rows.append(row)
-        line = " | ".join(f"{k}: {row[f'gpus{k}']['status']} {row[f'gpus{k}']['seconds']} s on "
-                          f"{row[f'gpus{k}']['worker']}" for k in counts)
-        diffs = [row[f"gpus{k}"]["difference_from_1_gpu"]["max_abs"] for k in counts[1:]]
-        print(f"  {name}: {line} | max |diff| from 1 GPU {diffs}", flush=True)
-    if len(counts) == 1:
-        identical = None
-    result = {"device": "cpu (fake GPU ids)" if fake else "cuda", "tiny": a.tiny, "fake_gpus": fake,
-              "gpus_visible": gpus, "options": options, "cases": n, "cohort": [c[0] for c in cases],
-              "runs": runs, "per_case": rows, "identical": identical,
-              "max_abs_difference": worst if len(counts) > 1 else None, "environment": _environment()}
-    (out / "bench_batch_gpus.json").write_text(json.dumps(result, indent=2) + "\n")
+        result = write_result(out, cases, runs, docs, header, verbose=count == counts[-1])
     for run in runs:
         print(f"{run['gpus']} GPU(s): {run['cases_per_minute']:.2f} cases/min, speed-up x{run['speedup']:.2f}, "
               f"efficiency {run['efficiency']:.2f} (queue bound x{run.get('speedup_bound_by_queue')})")
-    print(f"outputs identical to the 1-GPU run: {identical} (max |diff| {result['max_abs_difference']}); "
+    print(f"outputs identical to the 1-GPU run: {result['identical']} (max |diff| {result['max_abs_difference']}); "
           f"{out / 'bench_batch_gpus.json'}")
     return 0 if all(r["exit"] == 0 for r in runs) else 1
 

@@ -31,7 +31,7 @@ def test_tiny_cohort_on_one_and_two_fake_gpus(tmp_path, monkeypatch):
     assert bench.main([str(out), "--tiny"]) == 0
     doc = json.loads((out / "bench_batch_gpus.json").read_text())
     assert set(bench.KEYS) <= set(doc)
-    assert doc["fake_gpus"] is True and doc["gpus_visible"] == ["0", "1"]
+    assert doc["fake_gpus"] is True and doc["gpus_visible"] == ["0", "1"] and doc["gpu_counts"] == [1, 2]
     assert doc["cases"] == 8 and doc["cohort"] == COHORT
     one, two = doc["runs"]
     assert (one["gpus"], one["cuda_visible_devices"], one["batch_gpus"]) == (1, "0", ["0"])
