@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 
 from .case import run_case
 from .status import FAILED, INTERRUPTED
@@ -88,7 +89,17 @@ def _worker_main(gpu: str | None, tasks, results) -> None:
             return
         # as this process sees it (the parent's label would only repeat what it asked for)
         outcome["worker"] = f"gpu {os.environ.get('CUDA_VISIBLE_DEVICES')}"
+        outcome["extra"] = _device_seen()
         results.put(("done", gpu, job["name"], outcome))
+
+
+def _device_seen() -> dict:
+    """The GPU this worker's torch ran on: its name and UUID show which physical GPU it was."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {"cuda_device": None}
+    props = torch.cuda.get_device_properties(0)
+    return {"cuda_device": props.name, "cuda_uuid": str(getattr(props, "uuid", None))}
 
 
 def run_per_gpu(jobs, gpus: list[str], on_start, on_done, cancel=None, poll_s: float = 0.5) -> None:
