@@ -231,10 +231,11 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
     check = out.info.get("self_check")
     from .selfcheck import CLASSICAL
     if check and check.get("choice") in CLASSICAL:
-        best = "" if check["choice"] == "linear" else f" and {check['choice']} measured best ({check['gain_db']:+.2f} dB)"
+        name = CLASSICAL[check["choice"]]
+        best = "" if check["choice"] == "linear" else f" and {name} measured best ({check['gain_db']:+.2f} dB)"
         warnings.append(f"self-check: on {len(check['frames'])} held-out kept slices MedGS measured "
                         f"{check['model_gain_db']:+.2f} dB against linear interpolation{best}, so the volume "
-                        f"between the kept slices is {check['choice']} interpolation; "
+                        f"between the kept slices is {name} interpolation; "
                         "--set schedule.self_check=False gives the MedGS result")
     for w in warnings:
         log.warning(w)

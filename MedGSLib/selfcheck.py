@@ -23,7 +23,8 @@ MIN_FRAMES = 5          # fewer kept frames: too few to spare any
 EVERY = 6               # one held-out frame per this many kept frames
 MIXES = (1.0, 0.75, 0.5, 0.25, 0.0)     # weight of the model in model/blend mixes
 LANCZOS_RADIUS = 3      # lobes, as SimpleITK's sitkLanczosWindowedSinc
-CLASSICAL = ("linear", "lanczos")       # choices that deliver no MedGS voxel between kept slices
+# choices that deliver no MedGS voxel between kept slices, and their names in messages
+CLASSICAL = {"linear": "linear", "lanczos": "Lanczos"}
 
 
 def pick_validation(n_frames: int, annotated: Sequence[int] | None = None) -> list[int]:

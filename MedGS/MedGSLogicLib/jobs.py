@@ -349,6 +349,8 @@ def self_check_text(event: dict) -> str:
     dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
     text = (f"Self-check on {len(check.get('frames', []))} held-out slices: estimated gain over linear "
             f"{check['gain_db']:+.2f} dB{dice}.")
-    if check.get("choice") in ("linear", "lanczos"):
-        text += f" MedGS measured worse than {check['choice']} here, so {check['choice']} interpolation was delivered."
+    from MedGSLib.selfcheck import CLASSICAL
+    if check.get("choice") in CLASSICAL:
+        name = CLASSICAL[check["choice"]]
+        text += f" MedGS measured worse than {name} here, so {name} interpolation was delivered."
     return text

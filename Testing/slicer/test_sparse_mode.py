@@ -205,3 +205,6 @@ def test_panel_line_of_the_self_check():
                                    "Dice +0.012.")
     ev = {"self_check": {"gain_db": 0.0, "frames": [4], "choice": "linear"}}
     assert self_check_text(ev).endswith("so linear interpolation was delivered.")
+    ev = {"self_check": {"gain_db": 1.25, "frames": [4, 10], "choice": "lanczos"}}
+    assert self_check_text(ev) == ("Self-check on 2 held-out slices: estimated gain over linear +1.25 dB. MedGS "
+                                   "measured worse than Lanczos here, so Lanczos interpolation was delivered.")
