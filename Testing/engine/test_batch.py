@@ -281,6 +281,27 @@ def test_one_process_per_gpu_executor(cohort, tmp_path):
                                   read_volume(tmp_path / "l" / "upper" / "volume.nii.gz").array)
 
 
+def test_a_worker_that_dies_fails_its_case_only(cohort, tmp_path):
+    """A per-GPU worker killed (SIGKILL, as the OOM killer does) in the middle of a case: that case
+    fails with the exit code, a new worker takes the GPU and the next case is done."""
+    import multiprocessing
+    import signal
+    cases = [c for c in manifest.discover(cohort) if c.name in ("spine", "upper", "liver")]
+    _, jobs = runner.plan(cases, tmp_path / "k", FAST)
+    done = {}
+
+    def on_start(name, worker):
+        if name == "spine":
+            for p in multiprocessing.active_children():
+                if p.name == "medgs-batch-gpu0":
+                    os.kill(p.pid, signal.SIGKILL)
+    local.run_per_gpu(jobs, ["0"], on_start, lambda name, outcome: done.setdefault(name, outcome), poll_s=0.1)
+    assert [j["name"] for j in jobs] == ["liver", "spine", "upper"]
+    assert {n: o["status"] for n, o in done.items()} == {"liver": "done", "spine": "failed", "upper": "done"}
+    assert done["spine"]["reason"] == "the worker process on GPU 0 died (exit code -9)"
+    assert not (tmp_path / "k" / "spine").exists() and (tmp_path / "k" / "upper" / "run.json").exists()
+
+
 @pytest.mark.parametrize("env, count, expected", [
     ({}, 0, []),
     ({}, 3, ["0", "1", "2"]),
