@@ -76,16 +76,15 @@ class Trainer:
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
         self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
         # self-validation (selfcheck.py): frames kept out of training until `_fold_in`
-        self.holdout = sorted(int(i) for i in holdout)
-        if self.holdout and (self.frames is None or pipeline == "seg_head_only"):
+        holdout = sorted(int(i) for i in holdout)
+        if holdout and (self.frames is None or pipeline == "seg_head_only"):
             raise InputError("self-validation needs the image head: hold out frames only with images")
-        if self.holdout and (self.holdout[0] < 1 or self.holdout[-1] > self.F - 2):
-            raise InputError(f"validation frames must be interior frames, got {self.holdout}")
-        if any(b - a < 2 for a, b in zip(self.holdout[:-1], self.holdout[1:])):
-            raise InputError(f"validation frames must not be neighbours, got {self.holdout}")
+        if holdout and (holdout[0] < 1 or holdout[-1] > self.F - 2):
+            raise InputError(f"validation frames must be interior frames, got {holdout}")
+        if any(b - a < 2 for a, b in zip(holdout[:-1], holdout[1:])):
+            raise InputError(f"validation frames must not be neighbours, got {holdout}")
         self._all_mask_frames = set(self.mask_frames)
-        self.mask_frames -= set(self.holdout)
-        self._active = [f for f in range(self.F) if f not in set(self.holdout)]
+        self._hold_out(holdout)
         self.selfcheck: dict | None = None
         from .model import frame_times
         self.times = frame_times(self.F).to(self.device)
@@ -156,6 +155,15 @@ class Trainer:
         fields.ensure(self._seg_pairs())
         return fields
 
+    def _hold_out(self, holdout):
+        """The one place that says which frames train: all but `holdout` (images and labels);
+        `_next` maps each training frame to the next one, the in-between pair it starts."""
+        self.holdout = list(holdout)
+        out = set(self.holdout)
+        self._active = [f for f in range(self.F) if f not in out]
+        self._next = dict(zip(self._active[:-1], self._active[1:]))
+        self.mask_frames = set(self._all_mask_frames) - out
+
     def _image_pairs(self):
         """In-between pairs of the image head now: consecutive frames of those in training."""
         if self.pipeline not in ("img", "joint"):
@@ -219,8 +227,7 @@ class Trainer:
         Held-out validation frames are never drawn; their neighbours are a pair across them."""
         import torch
         sc = self.cfg.schedule
-        act, out = self._active, set(self.holdout)
-        nxt = dict(zip(act[:-1], act[1:]))
+        act, out, nxt = self._active, set(self.holdout), self._next
         if sc.window:
             k = act[int(torch.randint(0, len(act), (1,), generator=self.gen))]
             frames = [i for i in (k - 1, k, k + 1) if 0 <= i < self.F and i not in out]
@@ -245,8 +252,7 @@ class Trainer:
         if alphas is not None:
             pidx = torch.as_tensor([p[0] for p in pairs], device=self.device)
             nxt = torch.as_tensor([p[1] for p in pairs], device=self.device)
-            span = torch.as_tensor([float(b - a) for a, b in pairs], device=self.device)
-            t = torch.cat([t, self.times[pidx] + alphas * span / self.F])
+            t = torch.cat([t, self.times[pidx] + alphas * (nxt - pidx).to(alphas.dtype) / self.F])
         pairs_active = self.model.active_pairs(t)
         total = torch.zeros((), device=self.device)
         stats = {}
@@ -504,9 +510,7 @@ class Trainer:
         self.selfcheck = rec
         self._emit_log(f"self-check on {len(h)} held-out kept slices: MedGS {rec['model_gain_db']:+.2f} dB over "
                        f"linear; delivering {rec['choice']} ({rec['gain_db']:+.2f} dB)")
-        self.holdout = []
-        self._active = list(range(self.F))
-        self.mask_frames = set(self._all_mask_frames)
+        self._hold_out([])
         return min(iters, step + max(1, int(math.ceil(0.25 * step))))
 
     def _emit_progress(self, step, total, loss, train_psnr, t0):
@@ -544,10 +548,8 @@ class Trainer:
             for k, v in ck["densify"].items():
                 setattr(self.dstate, k, v.to(self.device))
             if "holdout" in ck:     # self-validation state: the same frames stay out (or are back in)
-                self.holdout = [int(i) for i in ck["holdout"]]
+                self._hold_out([int(i) for i in ck["holdout"]])
                 self.selfcheck = ck.get("selfcheck")
-                self._active = [f for f in range(self.F) if f not in set(self.holdout)]
-                self.mask_frames = set(self._all_mask_frames) - set(self.holdout)
         else:
             from .densify import DensifyState
             self.dstate = DensifyState(self.model.n, self.device)

@@ -57,6 +57,15 @@ def tiny_data(folder: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def write_manifest(path: Path, cases) -> None:
+    """A `medgs batch` CSV manifest of (name, image, labels) cases."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "labels", "name"])
+        for name, img, lab in cases:
+            w.writerow([img, lab, name])
+
+
 def timed(cmd: list[str], env: dict, timeout_s: float) -> tuple[float, int, str]:
     """Wall time, exit code (124 past `timeout_s`) and the last lines of stderr of one process."""
     t0 = time.perf_counter()
@@ -106,11 +115,7 @@ def main() -> int:
     sets = (TINY_SETS if a.tiny else []) + list(a.set)
     options += ["--set", *sets] if sets else []
     manifest = out / "cohort.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "labels", "name"])
-        for name, img, lab in cases:
-            w.writerow([img, lab, name])
+    write_manifest(manifest, cases)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                PYTHONUNBUFFERED="1")
     medgs = [sys.executable, "-m", "MedGSLib"]

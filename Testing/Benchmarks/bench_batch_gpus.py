@@ -37,7 +37,6 @@ Testing/engine/test_batch.py does by passing gpus=. Everything else is the real 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -45,7 +44,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_batch import CASES, ROOT, RUN_OPTIONS, TINY_OPTIONS, TINY_SETS, _environment, tiny_data, timed  # noqa: E402
+from bench_batch import (CASES, ROOT, RUN_OPTIONS, TINY_OPTIONS, TINY_SETS, _environment, tiny_data,  # noqa: E402
+                         timed, write_manifest)
 
 sys.path.insert(0, str(ROOT))
 SEED = "0"
@@ -206,11 +206,7 @@ def main(argv=None) -> int:
         print("only one GPU: this gives the 1-GPU reference, not a scaling", flush=True)
     cases = cohort(out, a.tiny, a.cases)
     manifest = out / "cohort.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "labels", "name"])
-        for name, img, lab in cases:
-            w.writerow([img, lab, name])
+    write_manifest(manifest, cases)
     # --device auto on a CPU box (the worker then runs on the CPU); --executor gpus refuses --device cpu
     device = "auto" if fake else "cuda"
     options = RUN_OPTIONS + ["--device", device, "--seed", SEED, "--renderer", a.renderer,
