@@ -47,7 +47,7 @@ CPU_ITERATIONS = (40, 300)
 # 50 steps the model's held-out gain over linear went -3.0 dB -> -1.5 (x3) / -1.4 (x6); ct_aorta
 # 64 x 128 x 128 at 60 steps -0.8 -> -0.1 dB (x3). Only these rates: scaling the temporal ones
 # (m, sigma, w) and rotation as well measured no better (example, 45 steps: -1.43 dB vs -1.33)
-LR_REFERENCE_ITERATIONS = 1500    # the fast preset's schedule
+LR_REFERENCE_ITERATIONS = 1500    # the step count the fast preset's learning rates were chosen at
 LR_SCALE_MAX = 6.0
 LR_SCALED = ("xyz", "xyz_final", "color", "opacity", "scaling")
 CPU_FRAMES_PER_STEP = 4

@@ -151,7 +151,7 @@ def train_one(frames, cfg, renderer, name):
 def held_psnr(model, vol, keep, renderer):
     import torch
 
-    from MedGSLib.interpolate import render_positions
+    from MedGSLib.slice_grid import render_positions
     from MedGSLib.losses import psnr
     n = vol.shape[0]
     n_kept = len(range(0, n, keep))
