@@ -223,12 +223,28 @@ class FoldedGaussians:
         mu(t) = (x, z) + sum_k w_k (m_t - t)^k; delta = exp(-(m_t - t)^2 / (2 sigma_t^2));
         scales shrink by delta; rotation, opacity and colour are constant in t.
         `channels` (label head only): render just these label channels, in this order.
+        On CUDA with Triton, render/triton_condition computes the same splats in two kernel
+        launches (forward, backward); the torch code below is the reference and the CPU path.
         """
         import torch
         p = self.params
         if pairs is None:
             pairs = self.active_pairs(times)
         fi, gi = pairs
+        if head == "image":
+            color_raw, opac_raw = p["color"], p["opacity"]
+        elif head == "seg":
+            color_raw, opac_raw = p["seg_color"], p["seg_opacity"]
+            if channels is not None:
+                color_raw = color_raw[:, channels]
+        else:
+            raise ValueError(f"unknown head {head!r}")
+        from .render import triton_condition
+        if triton_condition.fused_condition_usable(p["xyz"]):
+            means2d, conics, opac, colors, radii = triton_condition.condition_pairs(
+                p["xyz"], p["scaling"], p["rotation"], p["m"], p["sigma"], p["w"], opac_raw, color_raw,
+                times, fi, gi, width, height, self.poly_degree)
+            return Splats(means2d, conics, opac, colors, radii, fi, gi, int(times.shape[0]), height, width)
 
         def take(x):    # index_select: its backward is one index_add, not a sort-based index_put
             return x.index_select(0, gi)
@@ -254,14 +270,6 @@ class FoldedGaussians:
         det = (a * cc - b * b).clamp_min(1e-12)
         conics = torch.stack([cc / det, -b / det, a / det], 1)
         means2d = torch.stack([width / 2.0 + fx * mu[:, 0], height / 2.0 - fx * mu[:, 1]], 1)
-        if head == "image":
-            color_raw, opac_raw = p["color"], p["opacity"]
-        elif head == "seg":
-            color_raw, opac_raw = p["seg_color"], p["seg_opacity"]
-            if channels is not None:
-                color_raw = color_raw[:, channels]
-        else:
-            raise ValueError(f"unknown head {head!r}")
         opac = torch.sigmoid(take(opac_raw)[:, 0])
         colors = torch.clamp_min(SH_C0 * take(color_raw) + 0.5, 0.0)
         with torch.no_grad():
