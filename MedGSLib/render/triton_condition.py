@@ -84,7 +84,9 @@ def _make_function():
         @staticmethod
         def backward(ctx, g_means, g_conics, g_opac, g_colors, _g_radii):
             *gauss, times_, fi_, gi_ = ctx.saved_tensors
-            grads = [torch.zeros_like(x) for x in gauss]
+            # one zeroed buffer for the eight gradients: one memset launch, not eight
+            flat = torch.zeros(sum(x.numel() for x in gauss), device=gauss[0].device, dtype=torch.float32)
+            grads = [part.view_as(x) for part, x in zip(flat.split([x.numel() for x in gauss]), gauss)]
             g_in = [_f32(x) for x in (g_means, g_conics, g_opac, g_colors)]
             _launch(gauss, times_, fi_, gi_, g_in, g_in, grads, ctx.geom, backward=True)
             need = ctx.needs_input_grad
@@ -134,7 +136,8 @@ def _kernel():
         raise DeviceError("fused conditioning needs the triton package (Linux CUDA torch wheels ship it)")
     key = interpreting()
     if key not in _KERNELS:
-        _KERNELS[key] = triton.jit(_condition_kernel)
+        # P (pairs) changes every step: no recompiles for its divisibility by 16
+        _KERNELS[key] = triton.jit(_condition_kernel, do_not_specialize=["P"])
     return _KERNELS[key]
 
 
@@ -215,21 +218,7 @@ def _condition_kernel(xyz_ptr, scaling_ptr, rot_ptr, m_ptr, sigma_ptr, w_ptr, op
     coff = g[:, None] * C + cidx[None, :]
     lin = SH * tl.load(color_ptr + coff, mask=cmask, other=0.0) + 0.5
 
-    if not BACKWARD:
-        tl.store(means_ptr + 2 * row, half_w + fx * mu0, mask=ok)
-        tl.store(means_ptr + 2 * row + 1, half_h - fx * mu1, mask=ok)
-        tl.store(conics_ptr + 3 * row, cc / det, mask=ok)
-        tl.store(conics_ptr + 3 * row + 1, -b / det, mask=ok)
-        tl.store(conics_ptr + 3 * row + 2, a / det, mask=ok)
-        tl.store(opac_out_ptr + row, op, mask=ok)
-        tl.store(colors_out_ptr + row[:, None] * C + cidx[None, :], tl.maximum(lin, 0.0), mask=cmask)
-        # gsplat's opacity-aware extent (model.condition): alpha < 1/255 outside it
-        ext = tl.minimum(tl.sqrt_rn(2.0 * tl.log(tl.maximum(op * 255.0, 1.0))), 3.33)
-        r0 = tl.where(op >= AMIN, tl.ceil(ext * tl.sqrt_rn(a)), 0.0)
-        r1 = tl.where(op >= AMIN, tl.ceil(ext * tl.sqrt_rn(cc)), 0.0)
-        tl.store(radii_ptr + 2 * row, r0.to(tl.int32), mask=ok)
-        tl.store(radii_ptr + 2 * row + 1, r1.to(tl.int32), mask=ok)
-    else:
+    if BACKWARD:
         # colour: clamp_min(., 0) passes the gradient where its input is >= 0 (torch's rule)
         gcol = tl.load(g_colors_ptr + row[:, None] * C + cidx[None, :], mask=cmask, other=0.0)
         tl.atomic_add(g_color_ptr + coff, tl.where(lin >= 0.0, gcol, 0.0) * SH, mask=cmask)
@@ -266,3 +255,17 @@ def _condition_kernel(xyz_ptr, scaling_ptr, rot_ptr, m_ptr, sigma_ptr, w_ptr, op
         tl.atomic_add(g_m_ptr + g, gd * (1.0 - mt) * mt, mask=ok)
         tl.atomic_add(g_xyz_ptr + 2 * g, gmu0, mask=ok)
         tl.atomic_add(g_xyz_ptr + 2 * g + 1, gmu1, mask=ok)
+    else:
+        tl.store(means_ptr + 2 * row, half_w + fx * mu0, mask=ok)
+        tl.store(means_ptr + 2 * row + 1, half_h - fx * mu1, mask=ok)
+        tl.store(conics_ptr + 3 * row, cc / det, mask=ok)
+        tl.store(conics_ptr + 3 * row + 1, -b / det, mask=ok)
+        tl.store(conics_ptr + 3 * row + 2, a / det, mask=ok)
+        tl.store(opac_out_ptr + row, op, mask=ok)
+        tl.store(colors_out_ptr + row[:, None] * C + cidx[None, :], tl.maximum(lin, 0.0), mask=cmask)
+        # gsplat's opacity-aware extent (model.condition): alpha < 1/255 outside it
+        ext = tl.minimum(tl.sqrt_rn(2.0 * tl.log(tl.maximum(op * 255.0, 1.0))), 3.33)
+        r0 = tl.where(op >= AMIN, tl.ceil(ext * tl.sqrt_rn(a)), 0.0)
+        r1 = tl.where(op >= AMIN, tl.ceil(ext * tl.sqrt_rn(cc)), 0.0)
+        tl.store(radii_ptr + 2 * row, r0.to(tl.int32), mask=ok)
+        tl.store(radii_ptr + 2 * row + 1, r1.to(tl.int32), mask=ok)
