@@ -14,6 +14,7 @@ densification, pruning and the optimiser treat every head the same way. Heads:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 
@@ -31,6 +32,15 @@ SEG_KEYS = ("seg_color", "seg_opacity")
 
 def focal(width: int) -> float:
     return width / (2.0 * TAN_HALF_FOV)
+
+
+def fused_condition_usable(x) -> bool:
+    """FoldedGaussians.condition runs the fused Triton kernels (render/triton_condition): `x` is on
+    CUDA, Triton runs there, and MEDGS_FUSED_CONDITION is not 0 (the switch for A/B timing)."""
+    if x.device.type != "cuda" or os.environ.get("MEDGS_FUSED_CONDITION", "1") == "0":
+        return False
+    from .render.triton_renderer import triton_status    # here, so that the CPU never imports triton
+    return triton_status()[0]
 
 
 def frame_times(n_frames: int):
@@ -239,9 +249,9 @@ class FoldedGaussians:
                 color_raw = color_raw[:, channels]
         else:
             raise ValueError(f"unknown head {head!r}")
-        from .render import triton_condition
-        if triton_condition.fused_condition_usable(p["xyz"]):
-            means2d, conics, opac, colors, radii = triton_condition.condition_pairs(
+        if fused_condition_usable(p["xyz"]):
+            from .render.triton_condition import condition_pairs
+            means2d, conics, opac, colors, radii = condition_pairs(
                 p["xyz"], p["scaling"], p["rotation"], p["m"], p["sigma"], p["w"], opac_raw, color_raw,
                 times, fi, gi, width, height, self.poly_degree)
             return Splats(means2d, conics, opac, colors, radii, fi, gi, int(times.shape[0]), height, width)

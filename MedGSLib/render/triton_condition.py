@@ -9,24 +9,16 @@ parameter gradients with atomics. Pairs come frame-major with Gaussian indices a
 frame, so the atomics of one block hit distinct addresses.
 
 Both passes are one kernel with a constexpr BACKWARD switch: the forward math has one copy.
+model.fused_condition_usable says when model.condition takes this path.
 """
 from __future__ import annotations
 
 import math
-import os
 
-from .triton_renderer import _f32, _on, interpreting, tl, triton, triton_status
+from .triton_renderer import _f32, _on, interpreting, tl, triton
 
 BLOCK = 256          # pairs per program: a power of two (Triton block shapes must be)
 NUM_WARPS = 4
-
-
-def fused_condition_usable(x) -> bool:
-    """Condition with the fused kernels: `x` is on CUDA, Triton runs there (triton_status) and
-    MEDGS_FUSED_CONDITION is not 0 (the switch for A/B timing against the torch code)."""
-    if os.environ.get("MEDGS_FUSED_CONDITION", "1") == "0":
-        return False
-    return x.device.type == "cuda" and triton_status()[0]
 
 
 def condition_pairs(xyz, scaling, rotation, m, sigma, w, opacity, color, times, fi, gi,

@@ -62,9 +62,9 @@ def scene(n, n_frames, size, degree, n_labels, device, seed=0):
 def use_fused(flag: bool, smoke: bool):
     """Point model.condition at one path. On the GPU through the real switch (and the fused path must
     be usable there); on the CPU smoke run the CUDA-only check is replaced."""
-    from MedGSLib.render import triton_condition
+    from MedGSLib import model
     if smoke:
-        triton_condition.fused_condition_usable = lambda x: flag
+        model.fused_condition_usable = lambda x: flag
         return
     os.environ["MEDGS_FUSED_CONDITION"] = "1" if flag else "0"
 
@@ -114,7 +114,8 @@ def launches(fn, device):
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def check_head(model, model64, times, pairs, size, head, ch, args, sync, device):
+def check_head(model, model64, times, pairs, size, head, ch, args, sync, device, step_ms):
+    """Compare and time one head; failures as lines, forward + backward ms added to step_ms."""
     import torch
     failures = []
     use_fused(False, args.smoke)
@@ -129,8 +130,8 @@ def check_head(model, model64, times, pairs, size, head, ch, args, sync, device)
     g32 = grads_of(model, loss32)
     use_fused(True, args.smoke)
     if not args.smoke:
-        from MedGSLib.render import triton_condition
-        if not triton_condition.fused_condition_usable(model.params["xyz"]):
+        from MedGSLib.model import fused_condition_usable
+        if not fused_condition_usable(model.params["xyz"]):
             from MedGSLib.render.triton_renderer import triton_status
             return [f"{head}: fused path not usable here: {triton_status()[1]}"]
     spf, lossf = step(model, times, pairs, size, head, ch, weights)
@@ -164,6 +165,7 @@ def check_head(model, model64, times, pairs, size, head, ch, args, sync, device)
         n_k = launches(lambda: step(model, times, pairs, size, head, ch, weights)[1].backward(), device)
         extra = "" if n_k is None else f", {n_k} kernels per forward + backward (weighted sum included)"
         print(f"  {label}: forward {fwd:.3f} ms, forward + backward {both:.3f} ms{extra}")
+        step_ms[label] = step_ms.get(label, 0.0) + both
     return failures
 
 
@@ -199,8 +201,12 @@ def main(argv=None) -> int:
     print(f"{args.n} Gaussians, {args.batch} of {args.frames} frames, {args.size}^2 px, degree {args.degree}, "
           f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu (interpreter)'}")
     failures = []
+    step_ms: dict = {}
     for head, ch in HEADS:
-        failures += check_head(model, model64, times, pairs, args.size, head, ch, args, sync, device)
+        failures += check_head(model, model64, times, pairs, args.size, head, ch, args, sync, device, step_ms)
+    if len(step_ms) == 2:
+        print(f"both heads (one training step's conditioning), forward + backward: torch {step_ms['torch']:.3f} ms, "
+              f"fused {step_ms['fused']:.3f} ms")
     for f in failures:
         print("FAIL", f)
     print("OK" if not failures else f"{len(failures)} check(s) failed")

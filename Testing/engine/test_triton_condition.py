@@ -55,8 +55,9 @@ def model(seed, n, degree, n_labels, sigma=0.08):
 
 def run(fg, times, head, channels, fused, block, monkeypatch, seed=3):
     """Outputs of condition and the gradients of all parameters from a random weighted sum."""
+    from MedGSLib import model as model_module
     from MedGSLib.render import triton_condition
-    monkeypatch.setattr(triton_condition, "fused_condition_usable", lambda x: fused)
+    monkeypatch.setattr(model_module, "fused_condition_usable", lambda x: fused)
     monkeypatch.setattr(triton_condition, "BLOCK", block)
     for v in fg.params.values():
         v.grad = None
@@ -134,9 +135,9 @@ def test_frozen_geometry_gives_means2d_no_grad(monkeypatch):
     for k in ("xyz", "scaling", "rotation", "m", "sigma", "w", "color", "opacity"):
         fg.params[k].requires_grad_(False)
     times = torch.arange(6, dtype=torch.float32) / 6
-    from MedGSLib.render import triton_condition
+    from MedGSLib import model as model_module
     for fused in (False, True):
-        monkeypatch.setattr(triton_condition, "fused_condition_usable", lambda x, f=fused: f)
+        monkeypatch.setattr(model_module, "fused_condition_usable", lambda x, f=fused: f)
         sp = fg.condition(times, 20, 24, "seg")
         assert not sp.means2d.requires_grad and not sp.conics.requires_grad
         assert sp.opacities.requires_grad and sp.colors.requires_grad
@@ -145,11 +146,29 @@ def test_frozen_geometry_gives_means2d_no_grad(monkeypatch):
 
 
 def test_switch_is_off_on_cpu_and_by_environment(monkeypatch):
-    from MedGSLib.render import triton_condition
-    x = torch.zeros(1)
-    assert not triton_condition.fused_condition_usable(x)
-    monkeypatch.setattr(triton_condition, "triton_status", lambda: (True, "ok"))
+    from MedGSLib import model as model_module
+    from MedGSLib.render import triton_renderer
+    assert not model_module.fused_condition_usable(torch.zeros(1))
+    monkeypatch.setattr(triton_renderer, "triton_status", lambda: (True, "ok"))
     cuda_like = type("T", (), {"device": torch.device("cuda")})()
-    assert triton_condition.fused_condition_usable(cuda_like)
+    assert model_module.fused_condition_usable(cuda_like)
+    monkeypatch.setattr(triton_renderer, "triton_status", lambda: (False, "no CUDA device"))
+    assert not model_module.fused_condition_usable(cuda_like)
+    monkeypatch.setattr(triton_renderer, "triton_status", lambda: (True, "ok"))
     monkeypatch.setenv("MEDGS_FUSED_CONDITION", "0")
-    assert not triton_condition.fused_condition_usable(cuda_like)
+    assert not model_module.fused_condition_usable(cuda_like)
+
+
+@needs_triton
+def test_gpu_check_script_runs_on_the_interpreter(monkeypatch, capsys):
+    # the lead runs it on the GPU: its comparisons and exit code are checked here first
+    from pathlib import Path
+
+    from MedGSLib import model as model_module
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "GPU"))
+    # --smoke swaps the CUDA-only switch: restore it after the test
+    monkeypatch.setattr(model_module, "fused_condition_usable", model_module.fused_condition_usable)
+    import check_condition
+    assert check_condition.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("radii: 0 of") == 2 and out.rstrip().endswith("OK")
