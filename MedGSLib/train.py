@@ -114,11 +114,12 @@ class Trainer:
     def _size_to_data(self):
         """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""
         from . import sizing
-        plan = sizing.plan((self.F, self.H, self.W), self.device.type, self.cfg.preset.split("+")[0])
         mc, sc = self.cfg.model, self.cfg.schedule
+        plan = sizing.plan((self.F, self.H, self.W), self.device.type, self.cfg.preset.split("+")[0],
+                           sc.frames_per_step)
         mc.num_points = mc.num_points or plan.num_points
         mc.max_gaussians = mc.max_gaussians or max(plan.max_gaussians, mc.num_points)
-        if not sc.iterations and plan.iterations:      # a sized (CPU) schedule: steps as long as it is short
+        if not sc.iterations and self.device.type == "cpu":   # a sized CPU schedule: steps as long as it is short
             scale = sizing.lr_scale(plan.iterations)
             for k in sizing.LR_SCALED:
                 setattr(self.cfg.optim, k, getattr(self.cfg.optim, k) * scale)

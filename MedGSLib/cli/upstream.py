@@ -117,6 +117,9 @@ def _config(values: dict, given: set, args):
         if steps < 1:
             raise InputError(f"--position_lr_max_steps must be at least 1, got {steps}")
         iters = cfg.schedule.iterations
+        if iters < 1:
+            raise InputError(f"--position_lr_max_steps needs --iterations with the {cfg.preset} preset "
+                             "(it sizes its number of steps from the data)")
         o = cfg.optim
         # the decay here runs log-linearly from xyz to xyz_final over `iterations`; upstream's reaches
         # position_lr_final at max_steps: the same line, ended at `iterations`
@@ -168,7 +171,7 @@ def main_train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     bar = ProgressBar(quiet)
     trainer = ua.make_trainer(frames, cfg, masks=masks, pipeline=pipeline, start=start, progress=bar)
-    iters = cfg.schedule.iterations
+    iters = trainer.cfg.schedule.iterations     # sized from the data where the preset leaves it at 0
     saves = {i for i in values["save_iterations"] + values["checkpoint_iterations"] if i <= iters} | {iters}
     tests = {i for i in values["test_iterations"] if i <= iters}
     # upstream saves the centres at the top of iteration n, i.e. after n - 1 steps

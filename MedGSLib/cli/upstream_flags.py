@@ -305,15 +305,18 @@ def apply_to_config(cfg, values: dict, given: set):
                 old = getattr(getattr(cfg, section), name)
                 setattr(getattr(cfg, section), name, type(old)(values[f.dest]))
     iters = cfg.schedule.iterations
-    if iters < 1:
+    milestones = [f for f in flags if f.kind == "milestone" and f.dest in given]
+    if "iterations" in given and iters < 1:
         raise InputError(f"--iterations must be at least 1, got {iters}")
-    for f in flags:
-        if f.kind == "milestone" and f.dest in given:
-            v = int(values[f.dest])
-            low = 0 if f.dest in ("densify_from_iter", "densify_until_iter") else 1
-            if v < low:
-                raise InputError(f"{f.names[0]} must be at least {low}, got {v}")
-            for path in f.paths:
-                section, name = path.split(".")
-                setattr(getattr(cfg, section), name, v / iters)
+    if milestones and iters < 1:    # the fast and quality presets size their steps from the data
+        raise InputError(f"{milestones[0].names[0]} needs --iterations with the {cfg.preset} preset "
+                         "(it sizes its number of steps from the data)")
+    for f in milestones:
+        v = int(values[f.dest])
+        low = 0 if f.dest in ("densify_from_iter", "densify_until_iter") else 1
+        if v < low:
+            raise InputError(f"{f.names[0]} must be at least {low}, got {v}")
+        for path in f.paths:
+            section, name = path.split(".")
+            setattr(getattr(cfg, section), name, v / iters)
     return cfg

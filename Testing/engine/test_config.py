@@ -62,12 +62,12 @@ def test_cpu_variant_survives_iterations_and_is_recorded():
             cfg.model.max_gaussians) == (12, 4, 0, 0)   # 0 = sized from the data by sizing.py
     assert cfg.preset == "fast+cpu+overrides"
     assert [a["what"] for a in cfg.adjustments] == [
-        "schedule.iterations = 0 (was 400)", "schedule.frames_per_step = 4 (was 32)",
-        "model.num_points = 0 (was 0)", "model.max_gaussians = 0 (was 300000)", "loss.seg_channels = 8 (was 24)",
+        "schedule.iterations = 0 (was 0)", "schedule.frames_per_step = 4 (was 48)",
+        "model.num_points = 0 (was 0)", "model.max_gaussians = 0 (was 300000)", "loss.seg_channels = 8 (was 32)",
         "schedule.iterations = 12 (was 0)"]
     assert all(a["why"].startswith("CPU variant") for a in cfg.adjustments[:5])
     # "auto" follows the machine; the paper preset has no CPU variant
-    assert resolve_config("fast", "auto", cuda_available=True).schedule.iterations == 400
+    assert resolve_config("fast", "auto", cuda_available=True).schedule.iterations == 0   # sized by sizing.py
     assert resolve_config("fast", "auto", cuda_available=False).schedule.iterations == 0   # sized by sizing.py
     paper = resolve_config("paper", "cpu")
     assert paper.preset == "paper" and paper.adjustments == [] and paper.schedule.iterations == 30_000

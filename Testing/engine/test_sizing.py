@@ -43,10 +43,19 @@ def test_cpu_iterations_fit_the_budget():
     assert sizing.iterations((300, 32, 28), "cpu") == 300               # 13.4 s / 0.0287 s -> 468
     assert sizing.iterations((300, 32, 28), "cpu", "quality") == 600
     assert sizing.iterations((150, 512, 512), "cpu") == 40              # never below the self-check's floor
-    assert sizing.iterations((64, 256, 256), "cuda") == 0               # GPU: the preset's count
     its = [sizing.iterations(s, "cpu") for s in [(40, 32, 28), (120, 32, 28), (300, 32, 28)]]
     assert its == [139, 187, 300]
     assert its == sorted(its)                                           # more slices, more budget
+
+
+def test_gpu_iterations_follow_frame_visits():
+    # 12 800 visits over the frames a step draws: 64 kept frames, 48 a step -> 267 steps
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48) == 267
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 32) == 400
+    assert sizing.iterations((13, 256, 256), "cuda", "fast", 48) == 985     # every frame each step: more steps
+    assert sizing.iterations((7, 256, 256), "cuda", "fast", 48) == 1500     # 1829, held at the old schedule's
+    assert sizing.iterations((600, 256, 256), "cuda", "fast", 128) == 200   # 100, held at the floor
+    assert sizing.iterations((64, 256, 256), "cuda", "quality", 48) == 3 * 267
 
 
 def test_short_schedules_take_larger_steps():

@@ -8,6 +8,7 @@ import pytest
 from MedGSLib.cli import build_parser
 from MedGSLib.cli import upstream_flags as uf
 from MedGSLib.cli.upstream import upstream_size
+from MedGSLib.errors import InputError
 
 # issue 18, verbatim: the flags `medgs` rejected ("--images/-i" = two names; "(4)" expanded below)
 ISSUE_REJECTED = {
@@ -202,6 +203,20 @@ def test_config_flags_reach_the_training_options():
     ref = _cfg([])
     assert (ref.loss.l1, ref.loss.dssim, ref.optim.xyz, ref.schedule.at(ref.schedule.densify_until)) == \
         (2.0, 0.25, 0.00016, 20000)
+
+
+def test_sized_presets_need_iterations_only_for_absolute_milestones():
+    # fast sizes its steps from the data (0 until the trainer sees the frames): fine on its own...
+    assert _cfg([], preset="fast").schedule.iterations == 0
+    assert _cfg(["--iterations", "80", "--densify_from_iter", "8"], preset="fast").schedule.at(
+        _cfg(["--iterations", "80", "--densify_from_iter", "8"], preset="fast").schedule.densify_from) == 8
+    # ...but an absolute milestone cannot be turned into a fraction of an unknown count
+    with pytest.raises(InputError, match="--densify_from_iter needs --iterations with the fast"):
+        _cfg(["--densify_from_iter", "8"], preset="fast")
+    with pytest.raises(InputError, match="--position_lr_max_steps needs --iterations"):
+        _cfg(["--position_lr_max_steps", "100"], preset="fast")
+    with pytest.raises(InputError, match="--iterations must be at least 1, got 0"):
+        _cfg(["--iterations", "0"])
 
 
 def test_milestones_are_absolute_iterations():
