@@ -158,3 +158,17 @@ def test_pair_fields_of_a_frame_with_itself_are_zero_and_never_fitted():
     al = torch.full((1,), 0.5)
     torch.testing.assert_close(flow.image_between(frames, quads, pf.stack, al),
                                flow.image_between(frames, quads, pf.stack, al, cubic=False), atol=1e-6, rtol=0)
+
+
+def test_confidence_weights_by_the_inverse_rms_residuals():
+    """An edge at x = 20 on one slice and x = 28 on the next, a field of 4 px (half the motion)
+    and alpha 0.25. At x = 25 the unwarped pair differs over all of the 5 px window (r_fade =
+    1) and the warped one over 2 of its 5 columns (r_motion = 0.4); the motion guess there is
+    1, the cross-fade 0.75. Motion weight 1 / (1 + sqrt(0.4)) gives 0.75 + 0.25 * 0.6126 =
+    0.9031 (inverse mean squares would give 1 / 1.4, 0.9286)."""
+    xx = np.arange(48)[None].repeat(16, 0)
+    frames = torch.from_numpy(np.stack([(xx >= 20), (xx >= 28)]).astype(np.float32))
+    quads = flow.consecutive_quads(2)
+    out = flow.image_between(frames, quads, flow.consecutive_fields(torch.from_numpy(shift(4.0, 16, 48))[None]),
+                             torch.full((1,), 0.25))
+    torch.testing.assert_close(out[0, 8, 25], torch.tensor(0.75 + 0.25 / (1 + 0.4 ** 0.5)), atol=1e-6, rtol=0)
