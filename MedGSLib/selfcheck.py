@@ -129,6 +129,10 @@ def deliver(image: np.ndarray, positions: np.ndarray, frames: np.ndarray, record
     if w == 1.0:
         return image
     F = frames.shape[0]
+    if w is not None:
+        import torch
+        from .flow import consecutive_fields, consecutive_quads, image_between
+        kept = torch.as_tensor(frames, device=fields.device)
     for n, p in enumerate(np.asarray(positions, dtype=float)):
         i = min(int(np.floor(p)), F - 2)
         a = p - i
@@ -138,11 +142,7 @@ def deliver(image: np.ndarray, positions: np.ndarray, frames: np.ndarray, record
             image[n] = (lanczos_z(frames, [p])[0] if record.get("choice") == "lanczos"
                         else (1 - a) * frames[i] + a * frames[i + 1])
             continue
-        import torch
-        from .flow import image_blend
-        d = fields[i:i + 1]
-        fa = torch.as_tensor(frames[i], device=d.device)[None, None]
-        fb = torch.as_tensor(frames[i + 1], device=d.device)[None, None]
-        bl = image_blend(fa, fb, d, torch.full((1,), float(a), device=d.device))[0, 0].cpu().numpy()
-        image[n] = w * image[n] + (1 - w) * bl
+        bl = image_between(kept, consecutive_quads(F, [(i, i + 1)]), consecutive_fields(fields),
+                           torch.full((1,), float(a), device=fields.device))
+        image[n] = w * image[n] + (1 - w) * bl[0].cpu().numpy()
     return image

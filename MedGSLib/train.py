@@ -157,11 +157,13 @@ class Trainer:
 
     def _hold_out(self, holdout):
         """The one place that says which frames train: all but `holdout` (images and labels);
-        `_next` maps each training frame to the next one, the in-between pair it starts."""
+        `_next` maps each training frame to the next one, the in-between pair it starts;
+        `_prev` the other way (the in-between image reads the frames on either side of a pair)."""
         self.holdout = list(holdout)
         out = set(self.holdout)
         self._active = [f for f in range(self.F) if f not in out]
         self._next = dict(zip(self._active[:-1], self._active[1:]))
+        self._prev = dict(zip(self._active[1:], self._active[:-1]))
         self.mask_frames = set(self._all_mask_frames) - out
 
     def _image_pairs(self):
@@ -269,9 +271,8 @@ class Trainer:
             li = lc.l1 * l1 + lc.dssim * (1 - ss)
             if alphas is not None:
                 if self.flow is not None:
-                    from .flow import image_blend
-                    blend = image_blend(self.frames[pidx, None], self.frames[nxt, None],
-                                        self.flow.stack(pairs), alphas)[:, 0]
+                    from .flow import four_slices
+                    blend = self._image_between(four_slices(pairs, self._prev, self._next), alphas)
                 else:
                     a = alphas[:, None, None]
                     blend = (1 - a) * self.frames[pidx] + a * self.frames[nxt]
@@ -308,6 +309,14 @@ class Trainer:
                 if splat_for_stats is None:
                     splat_for_stats = (sp2, len(keep), out2.n_isects)
         return total, stats, splat_for_stats
+
+    def _image_between(self, quads, alphas):
+        """In-between images [P, H, W] (flow.image_between) of the middle pair of each of `quads`
+        (four training frames; flow.four_slices) at fractions `alphas`."""
+        from .flow import image_between
+        # every field the chain needs, fitted in one batch (after a fold-in new pairs appear)
+        self.flow.ensure([p for q in quads for p in zip(q[:-1], q[1:])])
+        return image_between(self.frames, quads, self.flow.stack, alphas)
 
     def _pick_channels(self, frames):
         """Label channels trained this step: all of them when few, else `seg_channels` of them,
@@ -491,10 +500,14 @@ class Trainer:
         a, b = self.frames[h - 1], self.frames[h + 1]
         linear = (0.5 * (a + b)).cpu().numpy()
         blend = None
-        if self.flow is not None:     # the fields across each held-out frame, fitted without it
-            from .flow import image_blend
-            d = self.flow.stack([(j - 1, j + 1) for j in self.holdout])
-            blend = image_blend(a[:, None], b[:, None], d, torch.full((len(h),), 0.5, device=self.device))[:, 0]
+        if self.flow is not None:
+            # across each held-out frame j from training frames and fields that never saw it: j -+ 1
+            # and j -+ 3, evenly spaced at twice the kept gap as the delivered blend is at the gap
+            # (a frame 3 away that is held out too, or off the stack, counts as missing)
+            train = set(self._active)
+            quads = [(j - 3 if j - 3 in train else j - 1, j - 1, j + 1, j + 3 if j + 3 in train else j + 1)
+                     for j in self.holdout]
+            blend = self._image_between(quads, torch.full((len(h),), 0.5, device=self.device))
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
         lanczos = np.clip(selfcheck.held_out_lanczos(self.frames.cpu().numpy(), self.holdout), 0, 1)
