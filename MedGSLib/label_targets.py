@@ -12,8 +12,8 @@ positive. Here the two signed distances are first carried by the same field as t
 so the motion explains the shift and the distances the change of shape. A label absent on one
 side has sd = -clip there and shrinks to nothing instead of fading out.
 
-Signed distances are in pixels of the frames, clipped to +-clip (baselines_labels owns the
-rule), computed once on the host per label and annotated frame and kept as float16 on the
+Signed distances are in pixels of the frames, clipped to +-clip (`signed_distance`, also the
+shape-based baselines' rule), computed once on the host per label and annotated frame and kept as float16 on the
 trainer's device (half the memory of the float32 masks it already holds).
 """
 from __future__ import annotations
@@ -21,8 +21,29 @@ from __future__ import annotations
 import math
 
 # Pixels. Farther than this from a boundary the distance says no more: a label gone on one side
-# is gone at alpha = 0.5 where it was more than this deep (Testing/Benchmarks/bench_label_targets.py).
+# is gone at alpha = 0.5 where it was more than this deep. Of 2, 4 and 8 px, 4 gave the cubic
+# target its best mean held-out Dice on the dev cases (results/bench_label_targets_cpu.md).
 CLIP_PX = 4.0
+
+
+def signed_distance(mask2d, spacing2d, clip: float):
+    """2D signed distance in the units of `spacing2d` (mm for the shape-based baselines, pixels
+    here), positive inside, clipped to [-clip, clip].
+
+    Inside: distance to the nearest background pixel; outside: minus the distance to the
+    nearest mask pixel. Both are at least one pixel, so the zero level lies between them.
+    """
+    import numpy as np
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask2d.any():
+        return np.full(mask2d.shape, -clip, dtype=np.float32)
+    if mask2d.all():
+        return np.full(mask2d.shape, clip, dtype=np.float32)
+    inside = distance_transform_edt(mask2d, sampling=spacing2d)
+    outside = distance_transform_edt(~mask2d, sampling=spacing2d)
+    sd = np.where(mask2d, inside, -outside)
+    return np.clip(sd, -clip, clip).astype(np.float32)
 
 
 def signed_distances(masks, clip: float = CLIP_PX, frames=None):
@@ -34,7 +55,6 @@ def signed_distances(masks, clip: float = CLIP_PX, frames=None):
     """
     import numpy as np
     import torch
-    from .evaluation.baselines_labels import signed_distance
     frames = list(range(masks.shape[1])) if frames is None else [int(f) for f in frames]
     L, A, (h, w) = masks.shape[0], len(frames), masks.shape[2:]
     out = torch.full((L, A, h, w), -float(clip), dtype=torch.float16)

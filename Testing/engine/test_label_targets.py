@@ -9,7 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from MedGSLib import label_targets as lt  # noqa: E402
-from MedGSLib.evaluation.baselines_labels import signed_distance  # noqa: E402
 
 H, W = 48, 64
 
@@ -99,7 +98,7 @@ def test_signed_distances_in_boxes_equal_the_whole_frame_rule():
     assert got.dtype == torch.float16 and got.shape == m.shape
     for c in range(2):
         for f in range(3):
-            want = signed_distance(m[c, f] > 0.5, (1.0, 1.0), 3.0).astype(np.float16)
+            want = lt.signed_distance(m[c, f] > 0.5, (1.0, 1.0), 3.0).astype(np.float16)
             assert np.array_equal(got[c, f].numpy(), want)
 
 
