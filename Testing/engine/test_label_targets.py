@@ -159,3 +159,23 @@ def test_an_unknown_label_target_is_one_clear_error():
     cfg.loss.seg_ibfr_target = "contour"
     with pytest.raises(InputError, match="label in-between target 'contour'"):
         Trainer(torch.zeros(3, 8, 8), cfg, masks=torch.zeros(1, 3, 8, 8), pipeline="joint")
+
+
+def test_a_sparse_annotation_trains_with_the_cubic_target():
+    """Labels on frames 0, 3, 5 only, the cubic target: the label head learns and the run finishes."""
+    from MedGSLib.api import default_config
+    from MedGSLib.train import Trainer
+    yy, xx = np.mgrid[0:24, 0:28]
+    frames = torch.from_numpy(np.stack([np.hypot(xx - 8 - 2 * f, yy - 12) <= 4 + 0.5 * f
+                                        for f in range(6)]).astype(np.float32))
+    masks = torch.zeros(1, 6, 24, 28)
+    masks[0, [0, 3, 5]] = frames[[0, 3, 5]]
+    cfg = default_config("fast", "cpu", iterations=8)
+    cfg.model.num_points = 600
+    cfg.schedule.ibfr_from = 0.0
+    cfg.loss.seg_ibfr_target = "shape-cubic"
+    tr = Trainer(frames, cfg, masks=masks, mask_frames=[0, 3, 5], pipeline="joint")
+    assert tr._sd.shape == (1, 3, 24, 28) and tr._sd_row.tolist() == [0, -1, -1, 1, -1, 2]
+    before = tr.model.params["seg_color"].detach().clone()
+    tr.train()
+    assert not torch.equal(before, tr.model.params["seg_color"][: before.shape[0]])
