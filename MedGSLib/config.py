@@ -35,6 +35,12 @@ class LossConfig:
     # "flow" (motion-compensated blend, flow.py; also gives the label heads in-between targets)
     ibfr_target: str = "linear"
     seg_ibfr: float = 1.0           # weight of the label heads' in-between term (flow targets only)
+    # the label heads' in-between masks: "blend" (the masks carried by the fields and cross-faded,
+    # flow.blend), "shape-cubic" (each label's signed distances carried by the fields, a Catmull-Rom
+    # spline through four annotated frames: label_targets.py) or "shape" (the two neighbours, linear).
+    # As interpolators alone shape-cubic wins 10 of 12 dev cells (results/bench_label_targets_cpu.md),
+    # but trained on the CPU it lost all 3 cells tried; "blend" stays until a GPU A/B decides
+    seg_ibfr_target: str = "blend"
     seg_channels: int = 8           # label channels rendered per step (the rasteriser's cost grows with it)
     seg_l1: float = 2.0             # mask loss weight (method.md s2)
     seg_dice: float = 0.0           # optional soft-Dice term for label heads

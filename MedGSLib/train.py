@@ -21,6 +21,7 @@ from .errors import CancelledError, InputError, OutOfMemoryError
 log = logging.getLogger(__name__)
 
 PIPELINES = ("img", "seg", "joint", "seg_head_only")
+SEG_IBFR_TARGETS = ("shape-cubic", "shape", "blend")     # config.LossConfig.seg_ibfr_target
 
 
 @dataclass
@@ -60,6 +61,9 @@ class Trainer:
             raise InputError(f"pipeline {pipeline!r} needs image frames")
         if masks is None and pipeline != "img":
             raise InputError(f"pipeline {pipeline!r} needs label masks")
+        if config.loss.seg_ibfr_target not in SEG_IBFR_TARGETS:
+            raise InputError(f"unknown label in-between target {config.loss.seg_ibfr_target!r}: "
+                             f"use one of {SEG_IBFR_TARGETS}")
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
@@ -110,6 +114,16 @@ class Trainer:
         self.flow_seconds = time.perf_counter() - t_flow
         # which label is on which frame, kept on the host: picking channels must not wait for the GPU
         self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
+        # the label heads' in-between targets from signed distances: those of every annotated
+        # frame (held-out ones too: they train once folded in), once, float16 on the device
+        self._sd = None
+        lc = self.cfg.loss
+        if self.flow is not None and self.masks is not None and lc.seg_ibfr > 0 and lc.seg_ibfr_target != "blend":
+            from .label_targets import signed_distances
+            ann = sorted(self._all_mask_frames)
+            self._sd = signed_distances(self.masks, frames=ann)                 # [L, A, H, W]
+            self._sd_row = torch.full((self.F,), -1, dtype=torch.long, device=self.device)
+            self._sd_row[ann] = torch.arange(len(ann), device=self.device)
 
     def _size_to_data(self):
         """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""
@@ -334,24 +348,53 @@ class Trainer:
         return torch.as_tensor(sorted(chosen), device=self.device)
 
     def _seg_between(self, n: int):
-        """Times between annotated frames and a function giving their flow-carried masks per channel."""
+        """Times between annotated frames and a function giving their in-between masks per channel:
+        shape interpolation of the flow-carried signed distances (label_targets.py), or with
+        seg_ibfr_target "blend" the flow-carried masks cross-faded."""
         import torch
-        from .flow import blend
         lc = self.cfg.loss
         allowed = self._seg_pairs()
         if not allowed:
             return None
         n = min(len(allowed), max(1, n))
-        pick = [allowed[int(j)] for j in torch.randperm(len(allowed), generator=self.gen)[:n]]
+        js = torch.randperm(len(allowed), generator=self.gen)[:n].tolist()
+        pick = [allowed[j] for j in js]
         lo, hi = lc.ibfr_alpha
         alphas = (lo + (hi - lo) * torch.rand(n, generator=self.gen)).to(self.device)
         ia = torch.as_tensor([a for a, _ in pick], device=self.device)
         ib = torch.as_tensor([b for _, b in pick], device=self.device)
         t = self.times[ia] + alphas * (self.times[ib] - self.times[ia])
         d = self.flow.stack(pick)
+        if lc.seg_ibfr_target == "blend":
+            from .flow import blend
+
+            def targets(ch):
+                return blend(self._mask_slices(ch, ia), self._mask_slices(ch, ib), d, alphas)
+            return t, targets
+        from .label_targets import shape_between, shape_between_cubic
+
+        def sd(ch, frames):
+            return self._sd[ch[None, :], self._sd_row[frames][:, None]]
+        if lc.seg_ibfr_target == "shape":
+            return t, lambda ch: shape_between(sd(ch, ia), sd(ch, ib), d, alphas)
+        # the annotated pairs before and after each picked one; at an end of the stack the end
+        # frame is repeated with a zero field (label_targets.shape_between_cubic)
+        prev = [allowed[j - 1] if j > 0 else None for j in js]
+        nxt = [allowed[j + 1] if j + 1 < len(allowed) else None for j in js]
+
+        def fields(pairs):
+            got = iter(self.flow.stack([p for p in pairs if p]) if any(pairs) else ())
+            return torch.stack([next(got) if p else torch.zeros_like(d[0]) for p in pairs])
+        i0 = torch.as_tensor([p[0] if p else a for p, (a, _) in zip(prev, pick)], device=self.device)
+        i3 = torch.as_tensor([q[1] if q else b for q, (_, b) in zip(nxt, pick)], device=self.device)
+        gaps = torch.stack([ia - i0, ib - ia, i3 - ib])
+        gaps[0] = torch.where(i0 == ia, gaps[1], gaps[0])     # a repeated end frame: as far as the pair
+        gaps[2] = torch.where(i3 == ib, gaps[1], gaps[2])
+        d_prev, d_next = fields(prev), fields(nxt)
 
         def targets(ch):
-            return blend(self._mask_slices(ch, ia), self._mask_slices(ch, ib), d, alphas)
+            four = torch.stack([sd(ch, i0), sd(ch, ia), sd(ch, ib), sd(ch, i3)])
+            return shape_between_cubic(four, d_prev, d, d_next, alphas, gaps)
         return t, targets
 
     def _mask_slices(self, channels, frames):

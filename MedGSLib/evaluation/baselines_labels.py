@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from ..label_targets import signed_distance  # noqa: F401  (the rule's owner; re-exported for the baselines' users)
 from .baselines_intensity import _positions
 
 
@@ -73,24 +74,6 @@ def linear(kept: np.ndarray, k: int, spacing=None, values=None) -> np.ndarray:
         best[win] = p[win]
         out[win] = v
     return out
-
-
-def signed_distance(mask2d: np.ndarray, spacing2d, clip: float) -> np.ndarray:
-    """2D signed distance in mm, positive inside, clipped to [-clip, clip].
-
-    Inside: distance to the nearest background pixel; outside: minus the distance to the
-    nearest mask pixel. Both are at least one pixel, so the zero level lies between them.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    if not mask2d.any():
-        return np.full(mask2d.shape, -clip, dtype=np.float32)
-    if mask2d.all():
-        return np.full(mask2d.shape, clip, dtype=np.float32)
-    inside = distance_transform_edt(mask2d, sampling=spacing2d)
-    outside = distance_transform_edt(~mask2d, sampling=spacing2d)
-    sd = np.where(mask2d, inside, -outside)
-    return np.clip(sd, -clip, clip).astype(np.float32)
 
 
 def _shape_based(kept: np.ndarray, k: int, spacing, values, profile: str) -> np.ndarray:
