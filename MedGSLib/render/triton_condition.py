@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .triton_renderer import _f32, _on, interpreting, tl, triton
+from .triton_renderer import LazyFunction, _f32, _on, interpreting, tl, triton
 
 BLOCK = 256          # pairs per program: a power of two (Triton block shapes must be)
 NUM_WARPS = 4
@@ -105,19 +105,7 @@ def _launch(gauss, times, fi, gi, outs, g_in, g_out, geom, backward: bool):
             TWO_PI=2 * math.pi, BACKWARD=backward, num_warps=NUM_WARPS)
 
 
-class _LazyFunction:
-    """The autograd.Function, built on first use so that importing this module needs no torch."""
-
-    _fn = None
-
-    @classmethod
-    def apply(cls, *args):
-        if cls._fn is None:
-            cls._fn = _make_function()
-        return cls._fn.apply(*args)
-
-
-_Condition = _LazyFunction
+_Condition = LazyFunction(_make_function)
 _KERNELS: dict = {}
 
 

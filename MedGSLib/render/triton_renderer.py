@@ -188,19 +188,20 @@ def _make_function():
     return Rasterize
 
 
-class _LazyFunction:
-    """The autograd.Function, built on first use so that importing this module needs no torch work."""
+class LazyFunction:
+    """An autograd.Function made by `factory` on first use, so that importing a module of Triton
+    kernels needs no torch work (the fused conditioning uses it too)."""
 
-    _fn = None
+    def __init__(self, factory):
+        self._factory, self._fn = factory, None
 
-    @classmethod
-    def apply(cls, *args):
-        if cls._fn is None:
-            cls._fn = _make_function()
-        return cls._fn.apply(*args)
+    def apply(self, *args):
+        if self._fn is None:
+            self._fn = self._factory()
+        return self._fn.apply(*args)
 
 
-_Rasterize = _LazyFunction
+_Rasterize = LazyFunction(_make_function)
 _KERNELS: dict = {}
 
 

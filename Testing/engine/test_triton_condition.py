@@ -10,25 +10,16 @@ float32 values) must equal the float32 torch code's.
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 
-# Triton decides interpreter-or-compiler when `import triton` runs: set the switch before that
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-os.environ["TRITON_INTERPRET"] = "1"
+from triton_interpreter import needs_triton as _needs_triton  # first: sets TRITON_INTERPRET
 
 torch = pytest.importorskip("torch")
 
 from MedGSLib.model import FoldedGaussians
 
-try:
-    import triton  # noqa: F401
-    WHY_NOT = "triton was imported before this module set TRITON_INTERPRET=1" if _LATE else ""
-except ImportError:
-    WHY_NOT = "triton is not installed (pip install triton; Linux x86-64 only): fused conditioning not tested"
-needs_triton = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
+needs_triton = _needs_triton("fused conditioning")
 
 RTOL = 1e-5
 OUTPUTS = ("means2d", "conics", "opacities", "colors")

@@ -9,15 +9,10 @@ The renderer-selection tests at the end need no triton.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
 
-# Triton decides interpreter-or-compiler when its own helpers (tl.cumsum...) are decorated, i.e.
-# at `import triton`: the switch must be set before anything imports it
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-os.environ["TRITON_INTERPRET"] = "1"
+from triton_interpreter import needs_triton as _needs_triton  # first: sets TRITON_INTERPRET
 
 torch = pytest.importorskip("torch")
 
@@ -26,12 +21,7 @@ from MedGSLib.model import Splats
 from MedGSLib.render.base import select_renderer
 from MedGSLib.render.torch_renderer import TorchRenderer
 
-try:
-    import triton  # noqa: F401
-    WHY_NOT = "triton was imported before this module set TRITON_INTERPRET=1" if _LATE else ""
-except ImportError:
-    WHY_NOT = "triton is not installed (pip install triton; Linux x86-64 only): Triton renderer not tested"
-needs_triton = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
+needs_triton = _needs_triton("Triton renderer")
 
 
 def scene(seed, n, n_frames, C, h, w, max_radius=7, opac=(0.2, 0.9)):
