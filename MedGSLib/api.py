@@ -229,14 +229,9 @@ def run(volume: Volume | None, *, labels: Volume | None = None, factor: float | 
                      "labels": [int(v) for v in values] if values else [],
                      "annotated_slices": mask_frames, "labels_carried_by_nearest": carried})
     check = out.info.get("self_check")
-    from .selfcheck import CLASSICAL
-    if check and check.get("choice") in CLASSICAL:
-        name = CLASSICAL[check["choice"]]
-        best = "" if check["choice"] == "linear" else f" and {name} measured best ({check['gain_db']:+.2f} dB)"
-        warnings.append(f"self-check: on {len(check['frames'])} held-out kept slices MedGS measured "
-                        f"{check['model_gain_db']:+.2f} dB against linear interpolation{best}, so the volume "
-                        f"between the kept slices is {name} interpolation; "
-                        "--set schedule.self_check=False gives the MedGS result")
+    from .selfcheck import self_check_warning
+    if check and self_check_warning(check):
+        warnings.append(self_check_warning(check))
     for w in warnings:
         log.warning(w)
     return out

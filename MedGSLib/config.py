@@ -67,6 +67,9 @@ class ScheduleConfig:
     # self-validation (selfcheck.py): hold out a few kept frames, stop and choose on them, fold
     # them back in; reports the estimated gain over linear interpolation
     self_check: bool = False
+    # what the self-check delivers: "auto" (its choice) or a named candidate, e.g. "linear"
+    # (selfcheck.DELIVER); what it measured is reported either way
+    deliver: str = "auto"
 
     def at(self, fraction: float) -> int:
         """Iteration number of a milestone given as a fraction of the schedule."""

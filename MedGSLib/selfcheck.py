@@ -25,6 +25,11 @@ MIXES = (1.0, 0.75, 0.5, 0.25, 0.0)     # weight of the model in model/blend mix
 LANCZOS_RADIUS = 3      # lobes, as SimpleITK's sitkLanczosWindowedSinc
 # choices that deliver no MedGS voxel between kept slices, and their names in messages
 CLASSICAL = {"linear": "linear", "lanczos": "Lanczos"}
+DELIVER = ("auto", "model", "blend", "linear", "lanczos")     # config.ScheduleConfig.deliver
+# One-sided 95 % quantiles of Student's t by degrees of freedom (a smaller df's value is used
+# between entries: never less strict); 1.645 beyond.
+T95 = ((1, 6.314), (2, 2.920), (3, 2.353), (4, 2.132), (5, 2.015), (6, 1.943), (7, 1.895), (8, 1.860),
+       (9, 1.833), (10, 1.812), (12, 1.782), (15, 1.753), (20, 1.725), (30, 1.697), (60, 1.671))
 
 
 def pick_validation(n_frames: int, annotated: Sequence[int] | None = None) -> list[int]:
@@ -80,12 +85,21 @@ def held_out_lanczos(frames: np.ndarray, holdout) -> np.ndarray:
 
 
 def choose(model: np.ndarray, blend: np.ndarray | None, linear: np.ndarray, truth: np.ndarray,
-           lanczos: np.ndarray | None = None) -> dict:
+           lanczos: np.ndarray | None = None, interior: dict | None = None, deliver: str = "auto") -> dict:
     """Pick what the user gets from validation frames [V, H, W] (all in [0, 1]).
 
     Candidates: the model mixed with the motion-compensated blend at the weights MIXES (1.0 is
     the model alone), linear and (when given) Lanczos interpolation. Returns the record written
     to run.json: the PSNR of each candidate, the choice and the estimated gains over linear in dB.
+
+    A classical method replaces MedGS only on evidence: it must also beat MedGS's in-between
+    image on `interior` (per-frame PSNRs {"blend", "linear", "lanczos"} of every other interior
+    kept frame, `interior_quads`), significantly (`classical_evidence`). The few held-out frames
+    alone are too few to take MedGS away from the user: on the dev cases the in-between image is
+    above linear and Lanczos in every cell at the true gap, and one held-out frame at twice a
+    26 mm gap had delivered linear at a 1.8 dB loss. The record keeps what the held-out frames
+    measured best ("measured_best") so that the user is told, and `deliver` (anything but
+    "auto") gives a named candidate instead: "model", "blend", "linear" or "lanczos".
     """
     scores = {"linear": psnr(linear, truth)}
     if lanczos is not None:
@@ -95,11 +109,60 @@ def choose(model: np.ndarray, blend: np.ndarray | None, linear: np.ndarray, trut
         scores[f"model_{w:g}"] = psnr(model if w == 1.0 or blend is None else w * model + (1 - w) * blend, truth)
     if blend is not None:
         scores["blend"] = scores.pop("model_0")
-    best = max(scores, key=lambda k: scores[k])
+    measured = max(scores, key=lambda k: scores[k])
+    best, evidence = measured, None
+    if measured in CLASSICAL and interior is not None and blend is not None:
+        evidence = classical_evidence(interior[measured], interior["blend"])
+        evidence["method"] = measured
+        if not evidence["significant"]:
+            best = max((k for k in scores if k not in CLASSICAL), key=lambda k: scores[k])
+    if deliver != "auto":
+        name = "model_1" if deliver == "model" else deliver
+        if name not in scores:
+            from .errors import InputError
+            raise InputError(f"deliver={deliver!r} is not a candidate of this run: choose one of "
+                             f"{['auto'] + sorted('model' if k == 'model_1' else k for k in scores)}")
+        best = name
     weight = 0.0 if best == "blend" else (None if best in CLASSICAL else float(best.split("_")[1]))
-    return {"psnr": scores, "choice": best, "model_weight": weight,
-            "model_gain_db": scores["model_1"] - scores["linear"],
-            "gain_db": scores[best] - scores["linear"]}
+    rec = {"psnr": scores, "choice": best, "model_weight": weight, "measured_best": measured,
+           "model_gain_db": scores["model_1"] - scores["linear"],
+           "gain_db": scores[best] - scores["linear"]}
+    if evidence is not None:
+        rec["evidence"] = evidence
+    return rec
+
+
+def classical_evidence(classical, blend) -> dict:
+    """Is a classical method better than the in-between image over these frames? Per-frame PSNR
+    differences (dB), one-sided 95 % Student-t bound on their mean: significant when even the
+    bound is above 0. Neighbouring frames' differences are correlated, which makes the bound
+    narrower than it should be, so this errs toward the classical method (the old rule)."""
+    d = np.asarray(classical, float) - np.asarray(blend, float)
+    n = int(d.size)
+    mean = float(d.mean()) if n else 0.0
+    if n < 2:
+        return {"frames": n, "mean_db": mean, "lower_db": None, "significant": False}
+    t = next((q for df, q in reversed(T95) if df <= n - 1), T95[0][1]) if n - 1 <= T95[-1][0] else 1.645
+    lower = mean - t * float(d.std(ddof=1)) / np.sqrt(n)
+    return {"frames": n, "mean_db": mean, "lower_db": lower, "significant": bool(lower > 0)}
+
+
+def interior_quads(n_frames: int) -> list[tuple[int, int, int, int]]:
+    """Every other interior kept frame j (odd ones) predicted from j -+ 1 and j -+ 3 (the end
+    frame repeated where j -+ 3 is off the stack), at twice the kept gap, j half-way: the
+    in-between image and the classical methods are scored there, on frames the training may
+    have seen (they need no model). Returned as (j-3, j-1, j+1, j+3) with j = the middle."""
+    if n_frames < MIN_FRAMES:
+        return []
+    return [(j - 3 if j >= 3 else j - 1, j - 1, j + 1, j + 3 if j + 3 <= n_frames - 1 else j + 1)
+            for j in range(1, n_frames - 1, 2)]
+
+
+def frame_psnrs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """PSNR of each frame of [V, H, W] stacks (`psnr` per frame, capped at 100 dB so that an
+    empty frame every method gets exactly right adds a zero difference, not inf - inf)."""
+    err = (np.clip(pred, 0, 1) - np.clip(truth, 0, 1)) ** 2
+    return -10.0 * np.log10(np.maximum(err.reshape(len(err), -1).mean(1), 1e-10))
 
 
 def dice_gain(model_labels: np.ndarray, linear_labels: np.ndarray, truth: np.ndarray) -> dict:
@@ -146,3 +209,25 @@ def deliver(image: np.ndarray, positions: np.ndarray, frames: np.ndarray, record
                            torch.full((1,), float(a), device=fields.device))
         image[n] = w * image[n] + (1 - w) * bl[0].cpu().numpy()
     return image
+
+
+def self_check_warning(rec: dict) -> str:
+    """What the user must be told, or "": a classical method delivered, or MedGS delivered although
+    its held-out kept slices measured a classical method better; each names the option that gives
+    the other result (the one owner of this text: run.json warnings, CLI, Slicer panel)."""
+    measured, choice = rec.get("measured_best"), rec.get("choice")
+    frames = len(rec.get("frames", []))
+    if choice in CLASSICAL:
+        name = CLASSICAL[choice]
+        best = "" if choice == "linear" else f" and {name} measured best ({rec['gain_db']:+.2f} dB)"
+        return (f"self-check: on {frames} held-out kept slices MedGS measured {rec['model_gain_db']:+.2f} dB "
+                f"against linear interpolation{best}, so the volume between the kept slices is {name} "
+                "interpolation; --set schedule.deliver=model gives the MedGS result")
+    if measured in CLASSICAL and choice != measured:
+        name, ev = CLASSICAL[measured], rec.get("evidence") or {}
+        over = (f"; over {ev['frames']} kept slices at twice the gap MedGS's in-between image was "
+                f"{-ev['mean_db']:+.2f} dB against it, not significantly worse" if ev.get("frames") else "")
+        return (f"self-check: on {frames} held-out kept slices {name} interpolation measured "
+                f"{rec['psnr'][measured] - rec['psnr'][choice]:.2f} dB better than MedGS ({choice}){over}, "
+                f"so MedGS is delivered; --set schedule.deliver={measured} gives {name} interpolation")
+    return ""

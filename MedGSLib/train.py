@@ -64,6 +64,11 @@ class Trainer:
         if config.loss.seg_ibfr_target not in SEG_IBFR_TARGETS:
             raise InputError(f"unknown label in-between target {config.loss.seg_ibfr_target!r}: "
                              f"use one of {SEG_IBFR_TARGETS}")
+        from .selfcheck import DELIVER
+        if config.schedule.deliver not in DELIVER:
+            raise InputError(f"unknown deliver choice {config.schedule.deliver!r}: use one of {DELIVER}")
+        if config.schedule.deliver == "blend" and config.loss.ibfr_target != "flow":
+            raise InputError("deliver='blend' needs the motion-compensated in-between image (loss.ibfr_target='flow')")
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
@@ -166,8 +171,17 @@ class Trainer:
             iterations=self.cfg.flow.iterations or sizing.flow_steps(shape, kind, sc.iterations, sc.frames_per_step))
         self.flow_config = fc
         fields = flow.PairFields(src, fc)
-        fields.ensure(self._image_pairs() + self._seg_pairs() + self._pairs_after_fold_in())    # one batch
+        fields.ensure(self._image_pairs() + self._seg_pairs() + self._pairs_after_fold_in()
+                      + self._interior_pairs())                                 # one batch
         return fields
+
+    def _interior_pairs(self):
+        """Pairs two kept frames apart that the self-check's interior evidence reads
+        (selfcheck.interior_quads): the in-between image needs no model, so these see any frame."""
+        if not self.holdout or self.frames is None:
+            return []
+        from .selfcheck import interior_quads
+        return list(dict.fromkeys(p for q in interior_quads(self.F) for p in zip(q[:-1], q[1:]) if p[0] != p[1]))
 
     def _pairs_after_fold_in(self):
         """The pairs the gaps across held-out frames split into at fold-in. Their fields are
@@ -568,8 +582,10 @@ class Trainer:
             blend = self._image_between(quads, torch.full((len(h),), 0.5, device=self.device))
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()
-        lanczos = np.clip(selfcheck.held_out_lanczos(self.frames.cpu().numpy(), self.holdout), 0, 1)
-        rec = selfcheck.choose(model, blend, linear, truth, lanczos)
+        kept = self.frames.cpu().numpy()
+        lanczos = np.clip(selfcheck.held_out_lanczos(kept, self.holdout), 0, 1)
+        rec = selfcheck.choose(model, blend, linear, truth, lanczos, self._interior_evidence(kept),
+                               self.cfg.schedule.deliver)
         rec.update({"frames": list(self.holdout), "step": step})
         if self.masks is not None and set(self.holdout) <= self._all_mask_frames:
             from .labels import decode
@@ -585,6 +601,27 @@ class Trainer:
         if self.flow is not None:   # fitted at start (`_pairs_after_fold_in`); a resumed run may lack them
             self.flow.ensure(self._image_pairs() + self._seg_pairs())
         return min(iters, step + max(1, int(math.ceil(0.25 * step))))
+
+    def _interior_evidence(self, kept):
+        """Per-frame PSNRs of the in-between image, linear and Lanczos on every other interior
+        kept frame at twice the gap (selfcheck.interior_quads), or None without motion fields."""
+        import numpy as np
+        import torch
+        from . import selfcheck
+        quads = selfcheck.interior_quads(self.F)
+        if self.flow is None or not quads:
+            return None
+        js = [q[1] + 1 for q in quads]
+        blend = []
+        for c in range(0, len(quads), 16):      # a few frames at a time: large volumes stay in memory
+            part = quads[c:c + 16]
+            blend.append(self._image_between(part, torch.full((len(part),), 0.5, device=self.device))
+                         .clamp(0, 1).cpu().numpy())
+        truth = kept[js]
+        lin = 0.5 * (kept[[j - 1 for j in js]] + kept[[j + 1 for j in js]])
+        lz = np.clip(selfcheck.held_out_lanczos(kept, js), 0, 1)
+        return {"blend": selfcheck.frame_psnrs(np.concatenate(blend), truth),
+                "linear": selfcheck.frame_psnrs(lin, truth), "lanczos": selfcheck.frame_psnrs(lz, truth)}
 
     def _emit_progress(self, step, total, loss, train_psnr, t0):
         if self.progress is None:

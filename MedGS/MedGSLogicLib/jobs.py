@@ -353,4 +353,8 @@ def self_check_text(event: dict) -> str:
     if check.get("choice") in CLASSICAL:
         name = CLASSICAL[check["choice"]]
         text += f" MedGS measured worse than {name} here, so {name} interpolation was delivered."
+    elif check.get("measured_best") in CLASSICAL:
+        name = CLASSICAL[check["measured_best"]]
+        text += (f" {name} measured better on these slices, not significantly over the kept slices: "
+                 f"MedGS was delivered (Python console: schedule.deliver='{check['measured_best']}' gives {name}).")
     return text

@@ -107,3 +107,57 @@ def test_held_out_lanczos_never_reads_the_held_out_frame_and_can_be_delivered():
     out = selfcheck.deliver(np.zeros((4, 4, 5), np.float32), pos, frames, rec)
     np.testing.assert_array_equal(out[[0, 2]], 0.0)                 # kept positions left alone
     np.testing.assert_allclose(out[[1, 3]], selfcheck.lanczos_z(frames, [0.5, 6.25]), atol=1e-7)
+
+
+def test_classical_evidence_one_sided_t_bound():
+    ev = selfcheck.classical_evidence([21.0, 22.0, 23.0], [20.0, 21.0, 22.0])      # +1 dB on every frame
+    assert ev == {"frames": 3, "mean_db": 1.0, "lower_db": 1.0, "significant": True}
+    ev = selfcheck.classical_evidence([20.5, 20.0], [20.0, 20.1])       # mean +0.2, sd 0.4243, t(1) 6.314
+    assert ev["frames"] == 2 and not ev["significant"]
+    assert ev["lower_db"] == pytest.approx(0.2 - 6.314 * np.sqrt(0.18) / np.sqrt(2))
+    assert selfcheck.classical_evidence([21.0], [20.0])["significant"] is False     # one frame is no evidence
+
+
+def test_interior_quads_every_other_frame_at_twice_the_gap():
+    assert selfcheck.interior_quads(4) == []
+    assert selfcheck.interior_quads(8) == [(0, 0, 2, 4), (0, 2, 4, 6), (2, 4, 6, 6)]
+    assert selfcheck.interior_quads(9) == [(0, 0, 2, 4), (0, 2, 4, 6), (2, 4, 6, 8), (4, 6, 8, 8)]
+
+
+def test_a_classical_method_needs_evidence_beyond_the_held_out_frames():
+    truth = np.full((1, 4, 4), 0.5, np.float32)
+    model, blend, linear = truth + 0.12, truth + 0.11, truth + 0.1      # linear best on the one frame
+    favour_blend = {"blend": [30.0, 31.0, 29.0], "linear": [28.0, 30.5, 29.0], "lanczos": [27.0, 27.0, 27.0]}
+    rec = selfcheck.choose(model, blend, linear, truth, None, favour_blend)
+    assert rec["measured_best"] == "linear" and rec["choice"] == "blend" and rec["model_weight"] == 0.0
+    assert rec["evidence"]["method"] == "linear" and not rec["evidence"]["significant"]
+    assert rec["gain_db"] == pytest.approx(20 * np.log10(0.1 / 0.11), abs=1e-5)      # told: below linear (float32)
+    favour_linear = {"blend": [28.0, 29.0, 30.0], "linear": [29.0, 30.1, 31.0]}
+    rec = selfcheck.choose(model, blend, linear, truth, None, favour_linear)
+    assert rec["choice"] == "linear" and rec["evidence"]["significant"]
+
+
+def test_deliver_names_a_candidate():
+    from MedGSLib.errors import InputError
+    truth = np.full((1, 4, 4), 0.5, np.float32)
+    model, blend, linear = truth + 0.1, truth + 0.2, truth + 0.3
+    assert selfcheck.choose(model, blend, linear, truth)["choice"] == "model_1"
+    rec = selfcheck.choose(model, blend, linear, truth, deliver="linear")
+    assert rec["choice"] == "linear" and rec["measured_best"] == "model_1" and rec["gain_db"] == 0.0
+    assert selfcheck.choose(model, blend, linear, truth, deliver="blend")["model_weight"] == 0.0
+    with pytest.raises(InputError, match="lanczos"):
+        selfcheck.choose(model, blend, linear, truth, deliver="lanczos")     # not computed in this run
+
+
+def test_the_user_is_told_either_way():
+    kept = {"choice": "model_0.5", "measured_best": "linear", "frames": [3], "model_gain_db": -0.31,
+            "gain_db": -0.30, "psnr": {"linear": 20.14, "model_0.5": 19.84},
+            "evidence": {"frames": 3, "mean_db": -0.44, "lower_db": -2.0, "significant": False, "method": "linear"}}
+    assert selfcheck.self_check_warning(kept) == (
+        "self-check: on 1 held-out kept slices linear interpolation measured 0.30 dB better than MedGS (model_0.5); "
+        "over 3 kept slices at twice the gap MedGS's in-between image was +0.44 dB against it, not significantly "
+        "worse, so MedGS is delivered; --set schedule.deliver=linear gives linear interpolation")
+    lin = {"choice": "linear", "measured_best": "linear", "frames": [3, 9], "model_gain_db": -0.5, "gain_db": 0.0}
+    assert selfcheck.self_check_warning(lin).endswith("is linear interpolation; --set schedule.deliver=model "
+                                                     "gives the MedGS result")
+    assert selfcheck.self_check_warning({"choice": "model_1", "measured_best": "model_1"}) == ""

@@ -229,7 +229,9 @@ def test_in_between_images_read_training_frames_only(monkeypatch):
         return orig(self, quads, alphas)
     monkeypatch.setattr(Trainer, "_image_between", record)
     tr._fold_in(1, 1)
-    assert read == [(0, 2, 4, 6)]
+    # then the interior evidence (selfcheck.interior_quads): the odd frames 1, 3, 5 from their
+    # even neighbours; no model is scored there, so it may read any frame
+    assert read == [(0, 2, 4, 6), (0, 0, 2, 4), (0, 2, 4, 6), (2, 4, 6, 6)]
 
 
 def test_unknown_ibfr_target_is_one_clear_error():
@@ -238,3 +240,11 @@ def test_unknown_ibfr_target_is_one_clear_error():
     cfg.loss.ibfr_target = "optical"
     with pytest.raises(InputError, match="IBFR target"):
         Trainer(synthetic_frames(), cfg)
+
+
+def test_unknown_deliver_choice_is_one_clear_error():
+    from MedGSLib.errors import InputError
+    cfg = tiny_config(1)
+    cfg.schedule.deliver = "cubic"
+    with pytest.raises(InputError, match="unknown deliver choice 'cubic'"):
+        Trainer(synthetic_frames(F=8), cfg)

@@ -208,3 +208,11 @@ def test_panel_line_of_the_self_check():
     ev = {"self_check": {"gain_db": 1.25, "frames": [4, 10], "choice": "lanczos"}}
     assert self_check_text(ev) == ("Self-check on 2 held-out slices: estimated gain over linear +1.25 dB. MedGS "
                                    "measured worse than Lanczos here, so Lanczos interpolation was delivered.")
+
+
+def test_panel_line_when_medgs_is_kept_against_the_held_out_slices():
+    from MedGSLogicLib.jobs import self_check_text
+    ev = {"self_check": {"gain_db": -0.31, "frames": [3], "choice": "model_0.5", "measured_best": "linear"}}
+    assert self_check_text(ev) == ("Self-check on 1 held-out slices: estimated gain over linear -0.31 dB. linear "
+                                   "measured better on these slices, not significantly over the kept slices: MedGS "
+                                   "was delivered (Python console: schedule.deliver='linear' gives linear).")
