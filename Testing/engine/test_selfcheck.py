@@ -126,9 +126,11 @@ def test_interior_quads_every_other_frame_at_twice_the_gap():
 
 def test_a_classical_method_needs_evidence_beyond_the_held_out_frames():
     truth = np.full((1, 4, 4), 0.5, np.float32)
-    model, blend, linear = truth + 0.12, truth + 0.11, truth + 0.1      # linear best on the one frame
+    model, blend, linear = truth + 0.105, truth + 0.11, truth + 0.1     # linear best on the one frame
     favour_blend = {"blend": [30.0, 31.0, 29.0], "linear": [28.0, 30.5, 29.0], "lanczos": [27.0, 27.0, 27.0]}
     rec = selfcheck.choose(model, blend, linear, truth, None, favour_blend)
+    # the in-between image, which the evidence is about, not the mix that measured best of MedGS's
+    assert rec["psnr"]["model_1"] > rec["psnr"]["blend"]
     assert rec["measured_best"] == "linear" and rec["choice"] == "blend" and rec["model_weight"] == 0.0
     assert rec["evidence"]["method"] == "linear" and not rec["evidence"]["significant"]
     assert rec["gain_db"] == pytest.approx(20 * np.log10(0.1 / 0.11), abs=1e-5)      # told: below linear (float32)
