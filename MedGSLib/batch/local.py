@@ -14,7 +14,6 @@ compiled kernels and the gsplat build once, not once per case.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import sys
 
@@ -68,7 +67,8 @@ def run_in_process(jobs, on_start, on_done, cancel=None) -> None:
 
 
 def _worker_main(gpu: str | None, tasks, results) -> None:
-    """A worker process: pinned to `gpu` before torch is imported, then cases until the sentinel."""
+    """A worker process: pinned to `gpu` before torch is imported, then cases until the sentinel.
+    `tasks` / `results`: this worker's own ends of its two pipes (see run_per_gpu)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
@@ -78,19 +78,19 @@ def _worker_main(gpu: str | None, tasks, results) -> None:
     import logging
     logging.basicConfig(level=logging.WARNING, format=f"[gpu {gpu}] %(levelname)s %(name)s: %(message)s")
     while True:
-        job = tasks.get()
+        job = tasks.recv()
         if job is None:
             return
-        results.put(("start", gpu, job["name"], None))
+        results.send(("start", gpu, job["name"], None))
         try:
             outcome = run_case(job)
         except KeyboardInterrupt:
-            results.put(("done", gpu, job["name"], {"status": INTERRUPTED, "reason": "stopped by Ctrl-C"}))
+            results.send(("done", gpu, job["name"], {"status": INTERRUPTED, "reason": "stopped by Ctrl-C"}))
             return
         # as this process sees it (the parent's label would only repeat what it asked for)
         outcome["worker"] = f"gpu {os.environ.get('CUDA_VISIBLE_DEVICES')}"
         outcome["extra"] = _device_seen()
-        results.put(("done", gpu, job["name"], outcome))
+        results.send(("done", gpu, job["name"], outcome))
 
 
 def _device_seen() -> dict:
@@ -103,82 +103,109 @@ def _device_seen() -> dict:
 
 
 def run_per_gpu(jobs, gpus: list[str], on_start, on_done, cancel=None, poll_s: float = 0.5) -> None:
-    """One long-lived worker process per GPU (CUDA_VISIBLE_DEVICES=<gpu> in its environment),
-    fed from one queue. A worker that dies (a segfault, the OOM killer) fails its case only: a
-    new worker takes its GPU and the queue goes on."""
+    """One long-lived worker process per GPU (CUDA_VISIBLE_DEVICES=<gpu> in its environment); the
+    parent hands the next case to whichever worker is free. A worker that dies (a segfault, the OOM
+    killer) fails its case only: a new worker takes its GPU and the rest go on.
+
+    Each worker has its own two pipes, not shared queues: a process SIGKILLed while its queue's
+    feeder thread held the queue's lock leaves that lock held for good, and with one results queue
+    for all workers the next worker's message then never arrived (the run hung; seen in the test
+    that kills a worker). A pipe has one writer: a dead writer only ends its own pipe."""
     import multiprocessing as mp
+    from multiprocessing.connection import wait
     ctx = mp.get_context("spawn")      # a fresh interpreter: CUDA is never inherited half set up
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for job in jobs:
-        tasks.put(job)
-    for _ in gpus:
-        tasks.put(None)
-    workers = {}
-    held: dict[str, str | None] = {}
+    pending = list(jobs)
+    workers: dict[str, tuple] = {}     # gpu -> (process, task writer, result reader)
+    given: dict[str, dict | None] = {}     # the case handed to each worker, until it is done
+    started: dict[str, bool] = {}
     deaths = dict.fromkeys(gpus, 0)       # deaths outside a case (a worker that cannot even start)
-
-    def start(gpu):
-        p = ctx.Process(target=_worker_main, args=(gpu, tasks, results), name=f"medgs-batch-gpu{gpu}", daemon=True)
-        p.start()
-        workers[gpu], held[gpu] = p, None
-
-    for gpu in gpus:
-        start(gpu)
     names = {job["name"] for job in jobs}
     finished: set[str] = set()
 
-    def handle(msg):
-        kind, gpu, name, outcome = msg
+    def feed(gpu):
+        job = pending.pop(0) if pending else None
+        given[gpu], started[gpu] = job, False
+        workers[gpu][1].send(job)
+
+    def start(gpu):
+        task_r, task_w = ctx.Pipe(duplex=False)
+        res_r, res_w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_main, args=(gpu, task_r, res_w), name=f"medgs-batch-gpu{gpu}", daemon=True)
+        p.start()
+        task_r.close()      # the child's ends: closed here, so that its death ends the pipes
+        res_w.close()
+        workers[gpu] = (p, task_w, res_r)
+        feed(gpu)
+
+    def handle(gpu, msg):
+        kind, _, name, outcome = msg
         if kind == "start":
-            held[gpu] = name
+            started[gpu] = True
             on_start(name, f"gpu {gpu}")
-        else:
-            held[gpu] = None
-            finished.add(name)
-            outcome.setdefault("worker", f"gpu {gpu}")
-            on_done(name, outcome)
+            return
+        finished.add(name)
+        outcome.setdefault("worker", f"gpu {gpu}")
+        on_done(name, outcome)
+        if outcome.get("status") != INTERRUPTED:
+            feed(gpu)
+
+    def died(gpu, p):
+        job, was_started = given.get(gpu), started.get(gpu)
+        _, task_w, res_r = workers.pop(gpu)
+        task_w.close()
+        res_r.close()
+        if job is not None and was_started:    # died in the middle of a case: that case fails
+            finished.add(job["name"])
+            on_done(job["name"], {"status": FAILED, "worker": f"gpu {gpu}",
+                                  "reason": f"the worker process on GPU {gpu} died (exit code {p.exitcode})"})
+            start(gpu)
+            return
+        if job is not None:                   # never began it: the case goes back to the queue
+            pending.insert(0, job)
+        if job is None and p.exitcode == 0:   # took its sentinel
+            return
+        deaths[gpu] += 1
+        if deaths[gpu] <= _MAX_IDLE_DEATHS and pending:
+            start(gpu)
 
     try:
+        for gpu in gpus:
+            start(gpu)
         while finished != names:
             if cancel is not None and cancel():
                 raise KeyboardInterrupt
-            try:
-                handle(results.get(timeout=poll_s))
-                continue
-            except queue.Empty:
-                pass
-            for gpu, p in list(workers.items()):
-                if p.is_alive():
-                    continue
-                name = held.get(gpu)
-                if name is not None:       # died in the middle of a case: that case fails, the rest go on
-                    finished.add(name)
-                    held[gpu] = None
-                    on_done(name, {"status": FAILED, "worker": f"gpu {gpu}",
-                                   "reason": f"the worker process on GPU {gpu} died (exit code {p.exitcode})"})
-                    start(gpu)
-                elif p.exitcode == 0 or deaths[gpu] >= _MAX_IDLE_DEATHS:
-                    del workers[gpu]       # took its sentinel (the queue is empty), or cannot start at all
-                else:
-                    deaths[gpu] += 1
-                    start(gpu)
-            if not workers:               # every worker gone, cases left: lost between queue and start
+            readers = {w[2]: gpu for gpu, w in workers.items()}
+            for r in wait(list(readers), timeout=poll_s):
+                gpu = readers[r]
+                try:
+                    handle(gpu, r.recv())
+                except (EOFError, OSError):    # the worker is gone; `died` below decides
+                    pass
+            for gpu, (p, _, _) in list(workers.items()):
+                if not p.is_alive():
+                    died(gpu, p)
+            if not workers:               # every worker gone, cases left: they could not start
                 for name in sorted(names - finished):
                     finished.add(name)
-                    on_done(name, {"status": FAILED, "reason": "lost: its worker process died before it started"})
+                    on_done(name, {"status": FAILED, "reason": "lost: no worker process could start it"})
     except BaseException:
-        _stop(workers.values())
-        while True:                       # cases that finished while we were stopping are kept
+        _stop([w[0] for w in workers.values()])
+        for gpu, (_, _, r) in list(workers.items()):   # cases that finished while we were stopping are kept
             try:
-                msg = results.get(timeout=0.2)
-            except (queue.Empty, OSError, EOFError):
-                break
-            if msg[0] == "done" and msg[3].get("status") != INTERRUPTED:
-                handle(msg)
+                while r.poll(0.2):
+                    msg = r.recv()
+                    if msg[0] == "done" and msg[3].get("status") != INTERRUPTED:
+                        finished.add(msg[2])
+                        msg[3].setdefault("worker", f"gpu {gpu}")
+                        on_done(msg[2], msg[3])
+            except (EOFError, OSError):
+                pass
         raise
     finally:
-        for p in workers.values():
+        for p, task_w, res_r in workers.values():
             p.join(timeout=5)
+            task_w.close()
+            res_r.close()
 
 
 def _stop(processes, grace_s: float = 20.0) -> None:
