@@ -17,6 +17,8 @@ No OpenCV needed, so it runs wherever training runs.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .config import FlowConfig  # a training option: presets and --set reach it there
 
 
@@ -200,6 +202,22 @@ def image_between(frames, quads, fields, alpha, cubic: bool = True):
     pair linearly (the two-slice blend). On the dev cases the four slices beat the two in 7 of
     12 cells, +0.09 dB on average, worse by at most 0.04 dB (results/bench_flow_cpu.md).
     """
+    p = between_parts(frames, quads, fields, alpha, cubic)
+    w = p.r_fade / (p.r_fade + p.r_motion + 1e-8)
+    return w * p.motion + (1 - w) * p.fade
+
+
+class BetweenParts(NamedTuple):
+    """`image_between`'s two guesses [P, H, W] and the local RMS residuals [P, H, W] that weigh
+    them (the fitted pair warped / as it lies): for experiments with other weights."""
+    motion: object
+    fade: object
+    r_motion: object
+    r_fade: object
+
+
+def between_parts(frames, quads, fields, alpha, cubic: bool = True) -> BetweenParts:
+    """The motion and fade parts of `image_between` and their residuals, before the weighting."""
     import torch
     import torch.nn.functional as F
     q = torch.as_tensor(quads, device=frames.device)
@@ -211,11 +229,11 @@ def image_between(frames, quads, fields, alpha, cubic: bool = True):
     k = CONFIDENCE_WINDOW
     r_motion = F.avg_pool2d((w1 - w2) ** 2, k, 1, k // 2, count_include_pad=False)
     r_fade = F.avg_pool2d((s[:, 1:2] - s[:, 2:3]) ** 2, k, 1, k // 2, count_include_pad=False)
-    r_fade, r_motion = r_fade.sqrt(), r_motion.sqrt()
-    w = (r_fade / (r_fade + r_motion + 1e-8))[:, 0]
+    r_fade, r_motion = r_fade.sqrt()[:, 0], r_motion.sqrt()[:, 0]
     if not cubic:
         al = al[:, 0]
-        return w * ((1 - al) * w1[:, 0] + al * w2[:, 0]) + (1 - w) * ((1 - al) * s[:, 1] + al * s[:, 2])
+        return BetweenParts((1 - al) * w1[:, 0] + al * w2[:, 0], (1 - al) * s[:, 1] + al * s[:, 2],
+                            r_motion, r_fade)
     w0, w3 = _chain(frames, quads, fields, q, e1, e2)
     motion = torch.cat([w0, w1, w2, w3], 1)
     # At an end of the stack the missing frame is the pair's line extended one gap: the
@@ -228,7 +246,7 @@ def image_between(frames, quads, fields, alpha, cubic: bool = True):
     for f in (motion, s):
         f[:, 0] = torch.where(first[:, None, None], 2 * f[:, 1] - f[:, 2], f[:, 0])
         f[:, 3] = torch.where(last[:, None, None], 2 * f[:, 2] - f[:, 1], f[:, 3])
-    return w * _monotone_cubic(motion, z, alpha) + (1 - w) * _monotone_cubic(s, z, alpha)
+    return BetweenParts(_monotone_cubic(motion, z, alpha), _monotone_cubic(s, z, alpha), r_motion, r_fade)
 
 
 def _chain(frames, quads, fields, q, e1, e2):

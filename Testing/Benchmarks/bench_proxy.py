@@ -47,32 +47,12 @@ def psnr01(pred, truth) -> float:
 
 def parts(frames, quads, fields, alpha):
     """flow.image_between split before its confidence mix: (motion part, fade part, log(r_fade/r_motion)),
-    each [P, H, W]; image_between = w * motion + (1 - w) * fade with w = sigmoid(log ratio).
-    Copied from flow.image_between (cubic=True) for the calibration experiment only."""
+    each [P, H, W]; image_between = w * motion + (1 - w) * fade with w = sigmoid(log ratio)."""
     import torch
-    import torch.nn.functional as F
     from MedGSLib import flow
-    q = torch.as_tensor(quads, device=frames.device)
-    s = frames[q]
-    d = fields([(a, b) for _, a, b, _ in quads])
-    al = alpha.view(-1, 1, 1, 1).to(frames.dtype)
-    e1, e2 = -al * d, (1 - al) * d
-    w1, w2 = flow.warp(s[:, 1:2], e1), flow.warp(s[:, 2:3], e2)
-    k = flow.CONFIDENCE_WINDOW
-    r_motion = F.avg_pool2d((w1 - w2) ** 2, k, 1, k // 2, count_include_pad=False).sqrt()
-    r_fade = F.avg_pool2d((s[:, 1:2] - s[:, 2:3]) ** 2, k, 1, k // 2, count_include_pad=False).sqrt()
-    logr = (torch.log(r_fade + 1e-8) - torch.log(r_motion + 1e-8))[:, 0]
-    w0, w3 = flow._chain(frames, quads, fields, q, e1, e2)
-    motion = torch.cat([w0, w1, w2, w3], 1)
-    z = q.to(frames.dtype)
-    first, last = q[:, 0] == q[:, 1], q[:, 3] == q[:, 2]
-    z[:, 0] = torch.where(first, 2 * z[:, 1] - z[:, 2], z[:, 0])
-    z[:, 3] = torch.where(last, 2 * z[:, 2] - z[:, 1], z[:, 3])
-    for f in (motion, s):
-        f[:, 0] = torch.where(first[:, None, None], 2 * f[:, 1] - f[:, 2], f[:, 0])
-        f[:, 3] = torch.where(last[:, None, None], 2 * f[:, 2] - f[:, 1], f[:, 3])
-    return (flow._monotone_cubic(motion, z, alpha).numpy(), flow._monotone_cubic(s, z, alpha).numpy(),
-            logr.numpy())
+    p = flow.between_parts(frames, quads, fields, alpha)
+    logr = torch.log(p.r_fade + 1e-8) - torch.log(p.r_motion + 1e-8)
+    return p.motion.numpy(), p.fade.numpy(), logr.numpy()
 
 
 def mix(p, a, b):
