@@ -149,15 +149,22 @@ def classical_evidence(classical, blend) -> dict:
     return {"frames": n, "mean_db": mean, "lower_db": lower, "significant": bool(lower > 0)}
 
 
+def quads_across(frames, readable) -> list[tuple[int, int, int, int]]:
+    """(j-3, j-1, j+1, j+3) for each frame j: j predicted half-way between j -+ 1 through four
+    slices evenly spaced at twice the kept gap, as the delivered in-between image is at the gap.
+    An outer frame that `readable(i)` refuses (off the stack, or held out too) is missing: the
+    inner one is repeated (flow.four_slices' convention)."""
+    return [(j - 3 if readable(j - 3) else j - 1, j - 1, j + 1, j + 3 if readable(j + 3) else j + 1)
+            for j in frames]
+
+
 def interior_quads(n_frames: int) -> list[tuple[int, int, int, int]]:
-    """Every other interior kept frame j (odd ones) predicted from j -+ 1 and j -+ 3 (the end
-    frame repeated where j -+ 3 is off the stack), at twice the kept gap, j half-way: the
-    in-between image and the classical methods are scored there, on frames the training may
-    have seen (they need no model). Returned as (j-3, j-1, j+1, j+3) with j = the middle."""
+    """Every other interior kept frame j (odd ones) as `quads_across`: the in-between image and
+    the classical methods are scored there, on frames the training may have seen (they need no
+    model)."""
     if n_frames < MIN_FRAMES:
         return []
-    return [(j - 3 if j >= 3 else j - 1, j - 1, j + 1, j + 3 if j + 3 <= n_frames - 1 else j + 1)
-            for j in range(1, n_frames - 1, 2)]
+    return quads_across(range(1, n_frames - 1, 2), lambda i: 0 <= i < n_frames)
 
 
 def frame_psnrs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

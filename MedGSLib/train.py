@@ -67,8 +67,12 @@ class Trainer:
         from .selfcheck import DELIVER
         if config.schedule.deliver not in DELIVER:
             raise InputError(f"unknown deliver choice {config.schedule.deliver!r}: use one of {DELIVER}")
-        if config.schedule.deliver == "blend" and config.loss.ibfr_target != "flow":
-            raise InputError("deliver='blend' needs the motion-compensated in-between image (loss.ibfr_target='flow')")
+        if config.schedule.deliver != "auto" and not config.schedule.self_check:
+            raise InputError(f"deliver={config.schedule.deliver!r} chooses among the self-check's candidates: "
+                             "it needs schedule.self_check=True")
+        if config.schedule.deliver == "blend" and (config.loss.ibfr_target != "flow" or config.loss.ibfr <= 0):
+            raise InputError("deliver='blend' needs the motion-compensated in-between image "
+                             "(loss.ibfr_target='flow', loss.ibfr > 0)")
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
@@ -573,12 +577,9 @@ class Trainer:
         linear = (0.5 * (a + b)).cpu().numpy()
         blend = None
         if self.flow is not None:
-            # across each held-out frame j from training frames and fields that never saw it: j -+ 1
-            # and j -+ 3, evenly spaced at twice the kept gap as the delivered blend is at the gap
-            # (a frame 3 away that is held out too, or off the stack, counts as missing)
+            # across each held-out frame j from training frames and fields that never saw it
             train = set(self._active)
-            quads = [(j - 3 if j - 3 in train else j - 1, j - 1, j + 1, j + 3 if j + 3 in train else j + 1)
-                     for j in self.holdout]
+            quads = selfcheck.quads_across(self.holdout, train.__contains__)
             blend = self._image_between(quads, torch.full((len(h),), 0.5, device=self.device))
             blend = blend.clamp(0, 1).cpu().numpy()
         model = self._render_at(self.holdout).clamp(0, 1).cpu().numpy()

@@ -70,7 +70,7 @@ def twice_gap(fr):
     js = list(range(1, n - 1))
     pf = flow.PairFields(fr, FlowConfig())
     pf.ensure([(i, i + 2) for i in range(n - 2)])        # never contain the frame between them
-    quads = [(j - 3 if j >= 3 else j - 1, j - 1, j + 1, j + 3 if j + 3 <= n - 1 else j + 1) for j in js]
+    quads = selfcheck.quads_across(js, lambda i: 0 <= i < n)
     with torch.no_grad():
         bl = flow.image_between(fr, quads, pf.stack, torch.full((len(js),), 0.5)).numpy()
     f = fr.numpy()
@@ -98,59 +98,45 @@ def main():
     from MedGSLib import flow
     import inplane_proxy as inplane
     from MedGSLib.evaluation import baselines_intensity as bi
-    from MedGSLib.evaluation import metrics
-    from MedGSLib.io import read_volume
+    from protocol_cells import cells as protocol_cells
     max_pixels = a.max_pixels or inplane.MAX_PIXELS
     cells = []
     print("| case | k | proxy gap (planes, mm y/x) | true linear | true Lanczos | true blend | true blend-lin | "
           "true Lanczos-lin | z2 blend-lin | z2 Lanczos-lin | proxy y blend-lin | proxy x blend-lin | "
           "proxy mean blend-lin | proxy mean Lanczos-lin | true s | z2 s | proxy s |")
     print("|" + "---|" * 17)
-    for case in a.case:
-        path = next((ROOT.parent / "shared" / "data").glob(f"{case}_image.*"))
-        vol = read_volume(path)
-        v = vol.array.astype(np.float32)
-        dz, dy, dx = vol.geometry.spacing[::-1]         # geometry is (x, y, z); numpy axes are (z, y, x)
-        n = (v.shape[0] - 1) // 12 * 12 + 1
-        v = v[:n]
-        lo, hi = metrics.unit_range(v)
-        truth = metrics.to_unit(v, lo, hi)
-        for k in a.k:
-            kept = v[::k]
-            held = np.arange(n) % k != 0
+    for c in protocol_cells(a.case, a.k):
+        case, k, kept, fr, score, truth = c.case, c.k, c.kept, c.frames, c.score, c.truth
+        dz, dy, dx = c.spacing_zyx
+        k_lo, k_hi = c.lo, c.hi
+        t0 = time.perf_counter()
+        d = flow.estimate(fr)
+        with torch.no_grad():
+            ours = flow.interpolate(fr, k, d).numpy() * (k_hi - k_lo) + k_lo
+        t1 = time.perf_counter()
+        true = {"linear": score(bi.linear(kept, k)), "lanczos": score(bi.lanczos(kept, k, (dz, dy, dx))),
+                "blend": score(ours)}
+        t2 = time.perf_counter()
+        z2 = twice_gap(fr)
+        t3 = time.perf_counter()
+        px = inplane.proxy_scores(fr, (k * dz, dy, dx), [r / k for r in range(1, k)], max_pixels)
+        t4 = time.perf_counter()
+        cell = {"case": case, "k": k, "true": true, "z2": z2, "y": px["y"], "x": px["x"], "mean": px["mean"],
+                "seconds": {"true_flow": t1 - t0, "z2": t3 - t2, "proxy": t4 - t3}}
 
-            def score(pred):
-                return metrics.psnr_pooled(metrics.to_unit(pred, lo, hi), truth, held)
-            k_lo, k_hi = float(kept.min()), float(kept.max())
-            fr = torch.from_numpy((kept - k_lo) / (k_hi - k_lo))
-            t0 = time.perf_counter()
-            d = flow.estimate(fr)
-            with torch.no_grad():
-                ours = flow.interpolate(fr, k, d).numpy() * (k_hi - k_lo) + k_lo
-            t1 = time.perf_counter()
-            true = {"linear": score(bi.linear(kept, k)), "lanczos": score(bi.lanczos(kept, k, (dz, dy, dx))),
-                    "blend": score(ours)}
-            t2 = time.perf_counter()
-            z2 = twice_gap(fr)
-            t3 = time.perf_counter()
-            px = inplane.proxy_scores(fr, (k * dz, dy, dx), [r / k for r in range(1, k)], max_pixels)
-            t4 = time.perf_counter()
-            cell = {"case": case, "k": k, "true": true, "z2": z2, "y": px["y"], "x": px["x"], "mean": px["mean"],
-                    "seconds": {"true_flow": t1 - t0, "z2": t3 - t2, "proxy": t4 - t3}}
-
-            def g(est, m="blend"):
-                return est[m] - est["linear"]
-            print(f"| {case} | {k} | {px['y']['gap']}, {px['y']['mm']:.1f}/{px['x']['mm']:.1f} | "
-                  f"{true['linear']:.2f} | {true['lanczos']:.2f} | {true['blend']:.2f} | {g(true):+.2f} | "
-                  f"{g(true, 'lanczos'):+.2f} | {g(z2):+.2f} | {g(z2, 'lanczos'):+.2f} | {g(px['y']):+.2f} | "
-                  f"{g(px['x']):+.2f} | {g(px['mean']):+.2f} | {g(px['mean'], 'lanczos'):+.2f} | "
-                  f"{t1 - t0:.1f} | {t3 - t2:.1f} | {t4 - t3:.1f} |", flush=True)
-            if a.diagnose:      # the same proxy, its planes at full z resolution (truth used)
-                cell["full"] = inplane.proxy_scores(truth, (k * dz, dy, dx), [r / k for r in range(1, k)],
-                                                    max_pixels)["mean"]
-            if a.calibrate:
-                cell["calibration"] = calibrate(fr, k, d, dz, dy, dx, max_pixels, score, k_lo, k_hi)
-            cells.append(cell)
+        def g(est, m="blend"):
+            return est[m] - est["linear"]
+        print(f"| {case} | {k} | {px['y']['gap']}, {px['y']['mm']:.1f}/{px['x']['mm']:.1f} | "
+              f"{true['linear']:.2f} | {true['lanczos']:.2f} | {true['blend']:.2f} | {g(true):+.2f} | "
+              f"{g(true, 'lanczos'):+.2f} | {g(z2):+.2f} | {g(z2, 'lanczos'):+.2f} | {g(px['y']):+.2f} | "
+              f"{g(px['x']):+.2f} | {g(px['mean']):+.2f} | {g(px['mean'], 'lanczos'):+.2f} | "
+              f"{t1 - t0:.1f} | {t3 - t2:.1f} | {t4 - t3:.1f} |", flush=True)
+        if a.diagnose:      # the same proxy, its planes at full z resolution (truth used)
+            cell["full"] = inplane.proxy_scores(truth, (k * dz, dy, dx), [r / k for r in range(1, k)],
+                                                max_pixels)["mean"]
+        if a.calibrate:
+            cell["calibration"] = calibrate(fr, k, d, dz, dy, dx, max_pixels, score, k_lo, k_hi)
+        cells.append(cell)
     summary(cells)
     if a.calibrate:
         print_calibration(cells)

@@ -248,3 +248,6 @@ def test_unknown_deliver_choice_is_one_clear_error():
     cfg.schedule.deliver = "cubic"
     with pytest.raises(InputError, match="unknown deliver choice 'cubic'"):
         Trainer(synthetic_frames(F=8), cfg)
+    cfg.schedule.deliver, cfg.schedule.self_check = "linear", False
+    with pytest.raises(InputError, match="it needs schedule.self_check=True"):
+        Trainer(synthetic_frames(F=8), cfg)
