@@ -191,8 +191,10 @@ class Trainer:
         """The pairs the gaps across held-out frames split into at fold-in. Their fields are
         fitted with the others, in the same batch (fitted at fold-in they cost ~1 s of a 256 run:
         a batch's cost is its Adam steps, not its size). A field is read only once its pair
-        trains, after the self-check has scored the frame; each pair's fit is independent of
-        the others in the batch, so no held-out pixel reaches the model before then."""
+        trains, after the self-check has scored the frame, and no other pair's pixels enter a
+        pair's fit, so no held-out pixel reaches the model before then. (The batch's size does:
+        its loss is a mean over all pairs, so Adam's epsilon weighs in by batch size; on
+        ct_abdomen3mm a field moves 0.03 px on average with twice the pairs.)"""
         if not self.holdout:
             return []
         now = set(self._image_pairs() + self._seg_pairs())
