@@ -92,8 +92,8 @@ def estimate(frames, config: FlowConfig | None = None, pairs=None):
                 r = warp(a, -0.5 * d) - warp(b, 0.5 * d)
                 # a sum of per-pair means: each pair's gradient is what it would be fitted
                 # alone, so Adam's epsilon weighs the same whatever else shares the batch
-                # (a mean over the batch scaled every gradient by 1 / pairs: a field moved up
-                # to 2.2 px when the batch doubled)
+                # (a mean over the batch scaled every gradient by 1 / pairs: on the abdomen CT a
+                # field moved by up to 1.5 px between a batch of 4 pairs and one of 14)
                 per_pair = (1, 2, 3)
                 data = torch.sqrt(r * r + cfg.eps ** 2).mean(per_pair).sum()
                 dx = c[..., :, 1:] - c[..., :, :-1]

@@ -55,6 +55,16 @@ def test_estimate_on_given_pairs():
     assert abs(float(d[0, 0][inside].mean()) - 12.0) < 2.0
 
 
+def test_a_pairs_field_does_not_depend_on_what_else_is_fitted_with_it():
+    # the loss is a sum of per-pair means: a pair's gradient, and so Adam's step, is the one it
+    # gets alone (a mean over the batch scaled it by 1 / pairs, and Adam's epsilon then moved it)
+    frames = torch.from_numpy(np.stack([disc(20), disc(23), disc(27), disc(31, 20.0), disc(30, 27.0)]))
+    pairs = [(0, 1), (1, 2), (2, 3), (3, 4)]
+    alone = flow.estimate(frames, pairs=pairs[:1])
+    together = flow.estimate(frames, pairs=pairs)
+    assert float((alone[0] - together[0]).abs().max()) < 1e-5
+
+
 def _between(frames, fields, alpha, quads=None, cubic=True):
     """flow.image_between on frames [F, H, W] with the fields of each pair (i, i+1) given as a list."""
     frames = torch.as_tensor(np.stack(frames))
