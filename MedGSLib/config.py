@@ -42,6 +42,9 @@ class LossConfig:
     # but trained on the CPU it lost all 3 cells tried; "blend" stays until a GPU A/B decides
     seg_ibfr_target: str = "blend"
     seg_channels: int = 8           # label channels rendered per step (the rasteriser's cost grows with it)
+    # annotated frames the label heads render per step, and as many in-between ones (0: all the
+    # step's annotated frames); fewer than the image's frames make the label pass cheaper
+    seg_frames: int = 0
     seg_l1: float = 2.0             # mask loss weight (method.md s2)
     seg_dice: float = 0.0           # optional soft-Dice term for label heads
     seg_bce: float = 0.0            # optional per-channel binary cross-entropy for label heads

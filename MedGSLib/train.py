@@ -334,7 +334,10 @@ class Trainer:
             splat_for_stats = (sp, nf, out.n_isects)
         if pl in ("seg", "joint", "seg_head_only"):
             keep = [j for j, f in enumerate(frames) if f in self.mask_frames]
-            between = self._seg_between(len(frames)) if use_ibfr and self.flow is not None else None
+            if 0 < lc.seg_frames < len(keep):   # a random subset (no draw otherwise: seeded runs stay as they were)
+                keep = sorted(keep[int(i)] for i in torch.randperm(len(keep), generator=self.gen)[:lc.seg_frames])
+            n_seg = lc.seg_frames if lc.seg_frames > 0 else len(frames)
+            between = self._seg_between(n_seg) if use_ibfr and self.flow is not None else None
             if keep or between is not None:
                 ch = self._pick_channels([frames[j] for j in keep])
                 tf = t[:nf][keep]

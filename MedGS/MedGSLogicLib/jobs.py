@@ -346,10 +346,9 @@ def self_check_text(event: dict) -> str:
     check = event.get("self_check") or {}
     if "gain_db" not in check:
         return ""
-    dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
-    text = (f"Self-check on {len(check.get('frames', []))} held-out slices: estimated gain over linear "
-            f"{check['gain_db']:+.2f} dB{dice}.")
-    from MedGSLib.selfcheck import CLASSICAL
+    from MedGSLib.selfcheck import CLASSICAL, summary
+    text = summary(check)
+    text = text[0].upper() + text[1:] + "."
     if check.get("choice") in CLASSICAL:
         name = CLASSICAL[check["choice"]]
         text += f" MedGS measured worse than {name} here, so {name} interpolation was delivered."

@@ -74,9 +74,8 @@ def main_run(args) -> int:
               f"{info['timings_s']['total']:.1f} s on {info['device']} ({info['renderer']})")
         check = info.get("self_check")
         if check:
-            dice = f", Dice {check['dice_gain']:+.3f}" if "dice_gain" in check else ""
-            print(f"  self-check on {len(check['frames'])} held-out kept slices: estimated gain over linear "
-                  f"{check['gain_db']:+.2f} dB{dice} (delivered: {check['choice']})")
+            from ..selfcheck import summary
+            print(f"  {summary(check)}; delivered: {check['choice']}")
         for k, v in res.files.items():
             if isinstance(v, str):
                 print(f"  {k}: {v}")

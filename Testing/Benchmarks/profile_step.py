@@ -1,7 +1,7 @@
 """Per-step profile of MedGS training (issue 13 item 1: where a step's time goes).
 
     python Testing/Benchmarks/profile_step.py OUTDIR [--case ct_aorta --size 128 256 256 --keep 2]
-        [--device cuda] [--warmup 150] [--steps 40] [--set schedule.frames_per_step=16 ...]
+        [--device cuda] [--warmup 150] [--steps 40] [--labels] [--set schedule.frames_per_step=16 ...]
 
 The case is prepared as bench_speed.py prepares it (same resampling, kept slices, [0, 1]
 mapping). The fast preset (self-check off: the profile is of plain steps) trains `--warmup`
@@ -29,15 +29,26 @@ SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync
 LAUNCH_NAMES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
 
-def frames_of(a) -> np.ndarray:
+def frames_of(a) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kept frames in [0, 1] and, with --labels, their one-hot masks (nearest resampling)."""
     from bench_speed import find_case, resize
 
     from MedGSLib.frames import Normalizer, keep_every
     from MedGSLib.io import read_volume
     ref = resize(read_volume(find_case(a.case)).array, a.size)
     n = (ref.shape[0] - 1) // a.keep * a.keep + 1
-    kept = ref[:n][keep_every(n, a.keep)]
-    return Normalizer(lower_percentile=0, upper_percentile=100).fit(kept).forward(kept).astype(np.float32)
+    idx = keep_every(n, a.keep)
+    kept = ref[:n][idx]
+    frames = Normalizer(lower_percentile=0, upper_percentile=100).fit(kept).forward(kept).astype(np.float32)
+    if not a.labels:
+        return frames, None
+    import torch
+
+    from MedGSLib.labels import label_values, one_hot
+    lab = torch.from_numpy(read_volume(find_case(a.case, "labels")).array.astype(np.float32))[None, None]
+    lab = torch.nn.functional.interpolate(lab, size=tuple(a.size), mode="nearest")[0, 0].numpy().astype(np.int32)
+    lab = lab[:n][idx]
+    return frames, one_hot(lab, label_values(lab))
 
 
 def timed_steps(trainer, n: int) -> float:
@@ -63,6 +74,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--set", nargs="*", default=[])
+    ap.add_argument("--labels", action="store_true", help="the joint pipeline with the case's label map")
     a = ap.parse_args()
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -72,11 +84,15 @@ def main():
     from MedGSLib.train import Trainer
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = torch.from_numpy(frames_of(a))
+    frames, masks = frames_of(a)
+    frames = torch.from_numpy(frames)
     cfg = default_config(a.preset, a.device)
     apply_overrides(cfg, ["schedule.self_check=False", "schedule.early_stop_db=0", *a.set])
     cfg.schedule.iterations = a.warmup
-    tr = Trainer(frames, cfg)
+    if masks is None:
+        tr = Trainer(frames, cfg)
+    else:
+        tr = Trainer(frames, cfg, masks=torch.from_numpy(masks).float(), pipeline="joint")
     tr.train()                                         # warm-up: kernels built, Gaussians grown
     step_s = timed_steps(tr, a.steps)                  # without the profiler
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if tr.device.type == "cuda" else [])
@@ -95,7 +111,8 @@ def main():
            "set": a.set, "warmup_steps": a.warmup, "profiled_steps": n, "gaussians": tr.model.n,
            "step_ms": step_s * 1e3, "device_busy_ms_per_step": busy_us / 1e3,
            "host_syncs_per_step": calls(SYNC_NAMES), "kernel_launches_per_step": calls(LAUNCH_NAMES),
-           "frames_per_step": tr.cfg.schedule.frames_per_step}
+           "frames_per_step": tr.cfg.schedule.frames_per_step,
+           "labels": 0 if masks is None else int(masks.shape[0])}
     sort_dev = "self_cuda_time_total" if tr.device.type == "cuda" else "self_cpu_time_total"
     text = [json.dumps(rec, indent=1), "", f"## by {sort_dev} ({n} steps)",
             ev.table(sort_by=sort_dev, row_limit=45),

@@ -133,10 +133,32 @@ def test_a_classical_method_needs_evidence_beyond_the_held_out_frames():
     assert rec["psnr"]["model_1"] > rec["psnr"]["blend"]
     assert rec["measured_best"] == "linear" and rec["choice"] == "blend" and rec["model_weight"] == 0.0
     assert rec["evidence"]["method"] == "linear" and not rec["evidence"]["significant"]
-    assert rec["gain_db"] == pytest.approx(20 * np.log10(0.1 / 0.11), abs=1e-5)      # told: below linear (float32)
+    # held out: below linear; reported: the in-between image's gain over the 3 interior frames
+    # ((2 + 0.5 + 0) / 3 dB) plus what the choice adds to it on the held-out frame (nothing: it is it)
+    assert rec["heldout_gain_db"] == pytest.approx(20 * np.log10(0.1 / 0.11), abs=1e-5)     # float32
+    assert rec["gain_db"] == pytest.approx(2.5 / 3) and rec["estimate_frames"] == 3
     favour_linear = {"blend": [28.0, 29.0, 30.0], "linear": [29.0, 30.1, 31.0]}
     rec = selfcheck.choose(model, blend, linear, truth, None, favour_linear)
     assert rec["choice"] == "linear" and rec["evidence"]["significant"]
+
+
+def test_the_reported_gain_takes_the_basis_from_the_interior_frames():
+    """A mix's estimate: the in-between image's mean per-frame gain over linear on the interior
+    frames plus the mix's lead over the in-between image on the held-out frames; a classical
+    choice's: its own interior gain (linear: 0)."""
+    truth = np.full((1, 4, 4), 0.5, np.float32)
+    model, blend, linear = truth + 0.05, truth + 0.1, truth + 0.2      # the model best held out
+    interior = {"blend": [30.0, 31.0], "linear": [29.5, 30.0], "lanczos": [29.0, 29.0]}
+    rec = selfcheck.choose(model, blend, linear, truth, None, interior)
+    assert rec["choice"] == "model_1" and rec["estimate_frames"] == 2
+    lead = rec["psnr"]["model_1"] - rec["psnr"]["blend"]
+    assert lead == pytest.approx(20 * np.log10(2.0), abs=1e-4)
+    assert rec["gain_db"] == pytest.approx(0.75 + lead)
+    assert rec["heldout_gain_db"] == pytest.approx(20 * np.log10(4.0), abs=1e-4)
+    lin = selfcheck.choose(model, blend, linear, truth, None, interior, deliver="linear")
+    assert lin["gain_db"] == 0.0 and lin["estimate_frames"] == 2
+    alone = selfcheck.choose(model, blend, linear, truth)                # no interior frames: held out only
+    assert alone["gain_db"] == alone["heldout_gain_db"] and alone["estimate_frames"] == 0
 
 
 def test_deliver_names_a_candidate():

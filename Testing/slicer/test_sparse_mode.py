@@ -200,19 +200,20 @@ def test_worker_reads_annotated_slices(tmp_path, value, ok):
 def test_panel_line_of_the_self_check():
     from MedGSLogicLib.jobs import self_check_text
     assert self_check_text({"event": "result"}) == ""
-    ev = {"self_check": {"gain_db": 0.4321, "dice_gain": 0.0123, "frames": [3, 9], "choice": "model_0.5"}}
-    assert self_check_text(ev) == ("Self-check on 2 held-out slices: estimated gain over linear +0.43 dB, "
-                                   "Dice +0.012.")
+    ev = {"self_check": {"gain_db": 0.4321, "dice_gain": 0.0123, "frames": [3, 9], "choice": "model_0.5",
+                         "estimate_frames": 7}}
+    assert self_check_text(ev) == ("Estimated gain over linear +0.43 dB, Dice +0.012 (self-check on 2 held-out "
+                                   "kept slices and 7 kept slices at twice the gap).")
     ev = {"self_check": {"gain_db": 0.0, "frames": [4], "choice": "linear"}}
     assert self_check_text(ev).endswith("so linear interpolation was delivered.")
     ev = {"self_check": {"gain_db": 1.25, "frames": [4, 10], "choice": "lanczos"}}
-    assert self_check_text(ev) == ("Self-check on 2 held-out slices: estimated gain over linear +1.25 dB. MedGS "
-                                   "measured worse than Lanczos here, so Lanczos interpolation was delivered.")
+    assert self_check_text(ev) == ("Estimated gain over linear +1.25 dB (self-check on 2 held-out kept slices). "
+                                   "MedGS measured worse than Lanczos here, so Lanczos interpolation was delivered.")
 
 
 def test_panel_line_when_medgs_is_kept_against_the_held_out_slices():
     from MedGSLogicLib.jobs import self_check_text
     ev = {"self_check": {"gain_db": -0.31, "frames": [3], "choice": "model_0.5", "measured_best": "linear"}}
-    assert self_check_text(ev) == ("Self-check on 1 held-out slices: estimated gain over linear -0.31 dB. linear "
+    assert self_check_text(ev) == ("Estimated gain over linear -0.31 dB (self-check on 1 held-out kept slices). linear "
                                    "measured better on these slices, not significantly over the kept slices: MedGS "
                                    "was delivered (Python console: schedule.deliver='linear' gives linear).")
