@@ -84,8 +84,15 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     t1 = time.perf_counter()
     image = probs = None
     if frames is not None:
-        image = render_positions(res.model, positions, F, H, W, trainer.renderer, "image",
-                                 progress=progress, cancel=cancel)
+        check = trainer.selfcheck
+        if check is not None and check.get("model_weight") in (0.0, None) and keep_known:
+            # the validated choice (the in-between image, linear, Lanczos) has no model voxel between
+            # the kept slices and the kept ones are pasted back: a render would be thrown away (2 s
+            # of the README example's 25 on 2 CPU cores)
+            image = np.zeros((len(positions), H, W), np.float32)
+        else:
+            image = render_positions(res.model, positions, F, H, W, trainer.renderer, "image",
+                                     progress=progress, cancel=cancel)
         if trainer.selfcheck is not None:     # what the validation chose: model, a mix, or linear
             from .selfcheck import deliver
             fields = trainer.flow.consecutive() if trainer.flow is not None else None

@@ -165,6 +165,33 @@ def test_short_training_against_linear_on_held_out_slices(ct_crop, capsys):
     assert p_model == pytest.approx(PINNED_PSNR_DB, abs=0.02)
 
 
+def test_a_choice_without_model_voxels_is_not_rendered(ct_crop, monkeypatch):
+    """Delivering the in-between image: the model is not rendered, and the volume is the
+    in-between image between the kept slices (flow.image_between on the trainer's fields) and
+    the kept slices on them."""
+    import MedGSLib.slice_grid as sg
+    from MedGSLib import flow
+    kept = ct_crop[::2]
+    cfg = default_config("fast", "cpu", iterations=40, seed=0)
+    cfg.model.num_points = 1500
+    cfg.schedule.deliver = "blend"
+    heads = []
+    real = sg.render_positions
+    monkeypatch.setattr(sg, "render_positions", lambda *a, **k: heads.append(a[6]) or real(*a, **k))
+    captured = {}
+    real_fields = flow.PairFields.consecutive
+    monkeypatch.setattr(flow.PairFields, "consecutive",
+                        lambda self: captured.setdefault("d", real_fields(self)))
+    res = interpolate_array(kept, 2, config=cfg)
+    assert heads == [] and res.info["self_check"]["choice"] == "blend"
+    np.testing.assert_array_equal(res.image[::2], kept)
+    fr = torch.from_numpy(kept)
+    n = kept.shape[0]
+    want = flow.image_between(fr, flow.consecutive_quads(n), flow.consecutive_fields(captured["d"]),
+                              torch.full((n - 1,), 0.5))
+    np.testing.assert_allclose(res.image[1::2], want.numpy(), atol=1e-6)
+
+
 def test_label_channels_per_step_prefer_present_labels():
     frames = synthetic_frames()
     masks = torch.zeros(12, 6, 24, 28)
