@@ -136,7 +136,8 @@ def _check_summary(rec) -> dict | None:
     slices), with what it measured: every candidate's PSNR, the best of them, the interior evidence."""
     if not rec:
         return None
-    keep = ("choice", "model_gain_db", "gain_db", "measured_best", "psnr", "evidence", "frames")
+    keep = ("choice", "model_gain_db", "gain_db", "heldout_gain_db", "estimate_frames", "measured_best", "psnr",
+            "evidence", "frames")
     return {k: rec[k] for k in keep if k in rec}
 
 
