@@ -423,7 +423,17 @@ def test_ctrl_c_on_the_command(cohort, tmp_path):
             time.sleep(0.1)
         time.sleep(0.5)                                # into the second case's training
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # say why: a child started with SIGINT ignored (bit 2 of SigIgn) cannot be stopped by it
+            from pathlib import Path
+            proc_status = Path(f"/proc/{proc.pid}/status")
+            ign = ([ln for ln in proc_status.read_text().splitlines() if ln.startswith("SigIgn")]
+                   if proc_status.exists() else [])
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"medgs batch did not stop within 60 s of SIGINT ({ign}); stderr: {err[-1500:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
