@@ -269,6 +269,7 @@ def bench(a) -> dict:
             return float(np.nanmean(d))
         row["labels"] = {"n_labels": len(values), "medgs_dice": mean_dice(pred_lab),
                          "shape_cubic_dice": mean_dice(bl.shape_cubic(lab[kept_idx], a.keep, values=values)[:n])}
+    flow_dense = None
     if not a.no_score:
         kept = ref[kept_idx]
         row["medgs"] = scores(dense, ref, held, lo, hi)
@@ -276,14 +277,16 @@ def bench(a) -> dict:
         row["bspline"] = scores(bspline(kept, a.keep, n), ref, held, lo, hi)
         try:
             from MedGSLib.evaluation.baselines_intensity import optical_flow
-            row["optflow"] = scores(optical_flow(kept, a.keep)[:n], ref, held, lo, hi)
+            flow_dense = optical_flow(kept, a.keep)[:n]
+            row["optflow"] = scores(flow_dense, ref, held, lo, hi)
         except Exception as err:        # OpenCV missing: the column stays empty
             print(f"optical-flow baseline skipped: {err}")
     if a.save_slice:
         i = int(held[len(held) // 2])
         kept = ref[kept_idx]
+        extra = {} if flow_dense is None else {"optflow": flow_dense[i]}
         np.savez_compressed(a.save_slice, index=i, truth=ref[i], linear=linear(kept, a.keep, n)[i],
-                            bspline=bspline(kept, a.keep, n)[i], medgs=dense[i], lo=lo, hi=hi)
+                            bspline=bspline(kept, a.keep, n)[i], medgs=dense[i], lo=lo, hi=hi, **extra)
     print(json.dumps(row, indent=1, default=float))
     row["environment"] = environment()
     q = (f"| {row['case']} {'x'.join(map(str, row['size_zyx']))} k={a.keep} | {row['device']} | {row['renderer']} | "

@@ -1,7 +1,8 @@
 """Turn a slice saved by bench_speed.py --save-slice into the README figure.
 
     python Testing/Benchmarks/make_figure.py slice.npz Resources/Screenshots/result.png
-Panels: truth | linear | cubic B-spline | MedGS, and below each method its |error| (x4).
+Panels: truth | linear | cubic B-spline | optical flow (when saved) | MedGS, and below each method
+its |error| (x4).
 """
 import sys
 
@@ -14,9 +15,10 @@ def main(src, dst):
     lo, hi = float(d["lo"]), float(d["hi"])
     win = lambda a: np.clip((a - lo) / (hi - lo), 0, 1)   # noqa: E731
     truth = win(d["truth"])
-    cols = [("truth", truth, None)] + [(n, win(d[n]), np.abs(win(d[n]) - truth)) for n in ("linear", "bspline", "medgs")]
+    names = [n for n in ("linear", "bspline", "optflow", "medgs") if n in d.files]
+    cols = [("truth", truth, None)] + [(n, win(d[n]), np.abs(win(d[n]) - truth)) for n in names]
     h, w = truth.shape
-    canvas = np.zeros((2 * h + 20, 4 * w), np.float32)
+    canvas = np.zeros((2 * h + 20, len(cols) * w), np.float32)
     for j, (_, img, err) in enumerate(cols):
         canvas[20:20 + h, j * w:(j + 1) * w] = img
         if err is not None:
