@@ -84,8 +84,8 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     t1 = time.perf_counter()
     image = probs = None
     if frames is not None:
-        check = trainer.selfcheck
-        if check is not None and check.get("model_weight") in (0.0, None) and keep_known:
+        from .selfcheck import uses_model
+        if trainer.selfcheck is not None and not uses_model(trainer.selfcheck) and keep_known:
             # the validated choice (the in-between image, linear, Lanczos) has no model voxel between
             # the kept slices and the kept ones are pasted back: a render would be thrown away (2 s
             # of the README example's 25 on 2 CPU cores)

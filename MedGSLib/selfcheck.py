@@ -210,6 +210,12 @@ def dice_gain(model_labels: np.ndarray, linear_labels: np.ndarray, truth: np.nda
     return {"dice_model": dm, "dice_linear": dl, "dice_gain": dm - dl}
 
 
+def uses_model(record: dict) -> bool:
+    """Does the delivered choice put any model voxel between the kept slices? (Not for the
+    in-between image, linear or Lanczos: then the model need not be rendered.)"""
+    return record.get("model_weight", 1.0) not in (0.0, None)
+
+
 def deliver(image: np.ndarray, positions: np.ndarray, frames: np.ndarray, record: dict, fields=None) -> np.ndarray:
     """The rendered stack [n, H, W] turned into the validated choice, in place.
 
@@ -259,7 +265,7 @@ def self_check_warning(rec: dict) -> str:
     frames = len(rec.get("frames", []))
     if choice in CLASSICAL:
         name = CLASSICAL[choice]
-        best = "" if choice == "linear" else f" and {name} measured best ({rec['gain_db']:+.2f} dB)"
+        best = "" if choice == "linear" else f" and {name} measured best ({rec.get('heldout_gain_db', rec['gain_db']):+.2f} dB)"
         return (f"self-check: on {frames} held-out kept slices MedGS measured {rec['model_gain_db']:+.2f} dB "
                 f"against linear interpolation{best}, so the volume between the kept slices is {name} "
                 "interpolation; --set schedule.deliver=model gives the MedGS result")

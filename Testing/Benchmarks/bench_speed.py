@@ -56,6 +56,13 @@ def resize(arr: np.ndarray, size) -> np.ndarray:
     return torch.nn.functional.interpolate(t, size=tuple(size), mode="trilinear", align_corners=True)[0, 0].numpy()
 
 
+def resize_labels(arr: np.ndarray, size) -> np.ndarray:
+    """A label map resampled to `size` by nearest neighbour (keeps the label values)."""
+    import torch
+    t = torch.from_numpy(arr.astype(np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=tuple(size), mode="nearest")[0, 0].numpy().astype(np.int32)
+
+
 def bspline(kept: np.ndarray, k: int, n: int) -> np.ndarray:
     from scipy.interpolate import make_interp_spline
     x = np.arange(kept.shape[0]) * k
@@ -215,9 +222,7 @@ def bench(a) -> dict:
     masks = lab = values = None
     if a.labels:     # nearest resampling keeps label values; one channel per value present on kept slices
         from MedGSLib.labels import label_values, one_hot
-        lab = read_volume(find_case(a.case, "labels")).array
-        t = torch.from_numpy(lab.astype(np.float32))[None, None]
-        lab = torch.nn.functional.interpolate(t, size=tuple(a.size), mode="nearest")[0, 0].numpy().astype(np.int32)[:n]
+        lab = resize_labels(read_volume(find_case(a.case, "labels")).array, a.size)[:n]
         values = label_values(lab[kept_idx])
         masks = one_hot(lab[kept_idx], values)
         t_load = time.perf_counter() - t0

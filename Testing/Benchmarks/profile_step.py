@@ -31,7 +31,7 @@ LAUNCH_NAMES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cu
 
 def frames_of(a) -> tuple[np.ndarray, np.ndarray | None]:
     """Kept frames in [0, 1] and, with --labels, their one-hot masks (nearest resampling)."""
-    from bench_speed import find_case, resize
+    from bench_speed import find_case, resize, resize_labels
 
     from MedGSLib.frames import Normalizer, keep_every
     from MedGSLib.io import read_volume
@@ -42,12 +42,8 @@ def frames_of(a) -> tuple[np.ndarray, np.ndarray | None]:
     frames = Normalizer(lower_percentile=0, upper_percentile=100).fit(kept).forward(kept).astype(np.float32)
     if not a.labels:
         return frames, None
-    import torch
-
     from MedGSLib.labels import label_values, one_hot
-    lab = torch.from_numpy(read_volume(find_case(a.case, "labels")).array.astype(np.float32))[None, None]
-    lab = torch.nn.functional.interpolate(lab, size=tuple(a.size), mode="nearest")[0, 0].numpy().astype(np.int32)
-    lab = lab[:n][idx]
+    lab = resize_labels(read_volume(find_case(a.case, "labels")).array, a.size)[:n][idx]
     return frames, one_hot(lab, label_values(lab))
 
 

@@ -184,4 +184,7 @@ def test_the_user_is_told_either_way():
     lin = {"choice": "linear", "measured_best": "linear", "frames": [3, 9], "model_gain_db": -0.5, "gain_db": 0.0}
     assert selfcheck.self_check_warning(lin).endswith("is linear interpolation; --set schedule.deliver=model "
                                                      "gives the MedGS result")
+    lan = {"choice": "lanczos", "measured_best": "lanczos", "frames": [3], "model_gain_db": -0.5,
+           "gain_db": 0.12, "heldout_gain_db": 0.4}       # held out: what the slices measured
+    assert " and Lanczos measured best (+0.40 dB)" in selfcheck.self_check_warning(lan)
     assert selfcheck.self_check_warning({"choice": "model_1", "measured_best": "model_1"}) == ""
