@@ -64,6 +64,7 @@ class ScheduleConfig:
     opacity_reset_every: float = 3_000 / PAPER_ITERATIONS
     big_prune_from: float = 3_000 / PAPER_ITERATIONS
     frames_per_step: int = 3        # paper: the window {k-1, k, k+1}
+    frame_visits: int = 0           # a sized GPU schedule's visits of all frames (0: sizing's)
     window: bool = True             # True: consecutive window (paper); False: random frames
     early_stop_db: float = 0.0      # >0: stop when training PSNR gains less than this per check
     early_stop_from: float = 0.7    # ...but never before this fraction of the schedule

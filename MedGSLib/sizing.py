@@ -62,7 +62,9 @@ CPU_THREAD_PIXELS = 50_000
 # x 128 CT (H200: 36.07 dB against 36.06, results/sweep_steps_h200.json); a volume of few slices
 # then gets more, cheaper steps (a 7-slice MRI 1500, not 270), bounded by the old schedule's 1500
 GPU_FRAME_VISITS = 12_800
-GPU_ITERATIONS = (200, 1500)
+# the floor keeps the self-check's validation rounds (selfcheck.py: a check every 10 steps from
+# 30 % of the schedule, the fold-in at 80 %): 100 steps leave it five
+GPU_ITERATIONS = (100, 1500)
 
 FLOW_S_PER_PIXEL = 2.5e-7         # one Adam step of one pair at the finest level (coarser: +1/3)
 FLOW_SHARE = 0.1
@@ -103,13 +105,15 @@ def cpu_train_budget_s(shape) -> float:
     return min(hi, max(lo, _voxels(shape) * CPU_BUDGET_S_PER_VOXEL))
 
 
-def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = CPU_FRAMES_PER_STEP) -> int:
+def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = CPU_FRAMES_PER_STEP,
+               frame_visits: int = 0) -> int:
     """CPU iterations that fit the budget (each step renders its frames and as many in-between
-    frames); on a GPU, GPU_FRAME_VISITS over the frames a step draws (3x for the quality preset)."""
+    frames); on a GPU, `frame_visits` (0: GPU_FRAME_VISITS) over the frames a step draws (3x for
+    the quality preset)."""
     f, h, w = (int(x) for x in shape)
     if device != "cpu":
         lo, hi = GPU_ITERATIONS
-        n = math.ceil(GPU_FRAME_VISITS / max(1, min(int(frames_per_step), f)))
+        n = math.ceil((frame_visits or GPU_FRAME_VISITS) / max(1, min(int(frames_per_step), f)))
         return (3 if preset == "quality" else 1) * max(lo, min(hi, n))
     step_s = CPU_STEP_S_PER_PIXEL * 2 * frames_per_step * h * w
     n = int(cpu_train_budget_s(shape) / step_s)
@@ -160,9 +164,10 @@ def flow_steps(shape, device: str, train_iterations: int, frames_per_step: int =
     return max(lo, min(hi, int(FLOW_SHARE * train_s / per_step_s)))
 
 
-def plan(shape, device: str, preset: str = "fast", frames_per_step: int = CPU_FRAMES_PER_STEP) -> Plan:
+def plan(shape, device: str, preset: str = "fast", frames_per_step: int = CPU_FRAMES_PER_STEP,
+         frame_visits: int = 0) -> Plan:
     """Everything above for one run (`frames_per_step`: the run's own; the CPU variant sets 4)."""
     start, cap = gaussians(shape, device, preset)
-    it = iterations(shape, device, preset, frames_per_step)
+    it = iterations(shape, device, preset, frames_per_step, frame_visits)
     steps = flow_steps(shape, device, it, frames_per_step)
     return Plan(start, cap, it, frames_per_step, flow_levels(shape), steps)

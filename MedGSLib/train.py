@@ -139,7 +139,7 @@ class Trainer:
         from . import sizing
         mc, sc = self.cfg.model, self.cfg.schedule
         plan = sizing.plan((self.F, self.H, self.W), self.device.type, self.cfg.preset.split("+")[0],
-                           sc.frames_per_step)
+                           sc.frames_per_step, sc.frame_visits)
         mc.num_points = mc.num_points or plan.num_points
         mc.max_gaussians = mc.max_gaussians or max(plan.max_gaussians, mc.num_points)
         if not sc.iterations and self.device.type == "cpu":   # a sized CPU schedule: steps as long as it is short

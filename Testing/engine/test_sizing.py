@@ -54,7 +54,9 @@ def test_gpu_iterations_follow_frame_visits():
     assert sizing.iterations((64, 256, 256), "cuda", "fast", 32) == 400
     assert sizing.iterations((13, 256, 256), "cuda", "fast", 48) == 985     # every frame each step: more steps
     assert sizing.iterations((7, 256, 256), "cuda", "fast", 48) == 1500     # 1829, held at the old schedule's
-    assert sizing.iterations((600, 256, 256), "cuda", "fast", 128) == 200   # 100, held at the floor
+    assert sizing.iterations((600, 256, 256), "cuda", "fast", 128) == 100   # 100: the floor
+    assert sizing.iterations((600, 256, 256), "cuda", "fast", 256) == 100   # 50, held at the floor
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, frame_visits=6400) == 134
     assert sizing.iterations((64, 256, 256), "cuda", "quality", 48) == 3 * 267
 
 
