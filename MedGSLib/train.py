@@ -84,7 +84,7 @@ class Trainer:
             renderer, renderer_reason = select_renderer(self.device, config.renderer)
         self.renderer, self.renderer_reason = renderer, renderer_reason
         self.F, self.H, self.W = (int(x) for x in ref.shape)
-        self._size_to_data()
+        self._size_to_data(int(masks.shape[0]) if masks is not None else 0)
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
         self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
@@ -134,12 +134,12 @@ class Trainer:
             self._sd_row = torch.full((self.F,), -1, dtype=torch.long, device=self.device)
             self._sd_row[ann] = torch.arange(len(ann), device=self.device)
 
-    def _size_to_data(self):
+    def _size_to_data(self, labels: int):
         """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""
         from . import sizing
         mc, sc = self.cfg.model, self.cfg.schedule
         plan = sizing.plan((self.F, self.H, self.W), self.device.type, self.cfg.preset.split("+")[0],
-                           sc.frames_per_step, sc.frame_visits)
+                           sc.frames_per_step, sc.frame_visits, labels, self.cfg.loss.seg_channels)
         mc.num_points = mc.num_points or plan.num_points
         mc.max_gaussians = mc.max_gaussians or max(plan.max_gaussians, mc.num_points)
         if not sc.iterations and self.device.type == "cpu":   # a sized CPU schedule: steps as long as it is short

@@ -49,15 +49,24 @@ def test_cpu_iterations_fit_the_budget():
 
 
 def test_gpu_iterations_follow_frame_visits():
-    # 12 800 visits over the frames a step draws: 64 kept frames, 48 a step -> 267 steps
-    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48) == 267
-    assert sizing.iterations((64, 256, 256), "cuda", "fast", 32) == 400
-    assert sizing.iterations((13, 256, 256), "cuda", "fast", 48) == 985     # every frame each step: more steps
-    assert sizing.iterations((7, 256, 256), "cuda", "fast", 48) == 1500     # 1829, held at the old schedule's
-    assert sizing.iterations((600, 256, 256), "cuda", "fast", 128) == 100   # 100: the floor
-    assert sizing.iterations((600, 256, 256), "cuda", "fast", 256) == 100   # 50, held at the floor
-    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, frame_visits=6400) == 134
-    assert sizing.iterations((64, 256, 256), "cuda", "quality", 48) == 3 * 267
+    # 6400 visits over the frames a step draws: 64 kept frames, 48 a step -> 134 steps
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48) == 134
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 32) == 200
+    assert sizing.iterations((13, 256, 256), "cuda", "fast", 48) == 493     # every frame each step: more steps
+    assert sizing.iterations((5, 256, 256), "cuda", "fast", 48) == 1280
+    assert sizing.iterations((4, 256, 256), "cuda", "fast", 48) == 1500     # 1600, held at the old schedule's
+    assert sizing.iterations((600, 256, 256), "cuda", "fast", 128) == 100   # 50, held at the floor
+    assert sizing.iterations((64, 256, 256), "cuda", "quality", 48) == 3 * 134
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, frame_visits=12_800) == 267
+
+
+def test_gpu_label_channels_get_the_image_frames_visits():
+    # 7 labels, all trained each step: the image's schedule
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, labels=7, channels=32) == 134
+    # 188 labels, 32 a step: each channel drawn 32 / 188 of the steps -> 188 / 32 x 134 steps
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, labels=188, channels=32) == 784
+    assert sizing.iterations((64, 256, 256), "cuda", "fast", 48, labels=188, channels=0) == 134   # 0: all
+    assert sizing.plan((64, 256, 256), "cuda", "fast", 48, labels=188, channels=32).iterations == 784
 
 
 def test_short_schedules_take_larger_steps():
