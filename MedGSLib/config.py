@@ -220,10 +220,10 @@ def fast_preset() -> TrainConfig:
     # pixel-initialised Gaussians on large frames are legitimately wider than 20 px: the released
     # screen-size rule pruned 96 % of them on a 512 x 512 CT; the world-size rule stays
     cfg.densify.max_screen_radius = 1e9
-    # a GPU step costs about the same with 8 or 48 frames (it waits on the host): few, large steps,
-    # as many as give each kept frame its visits (0 = sizing.iterations). On the 256 x 256 x 128 CT
-    # (H200, Testing/Benchmarks/results/sweep_steps_h200.json) 1500 steps of 8 frames: 36.06 dB in
-    # 22 s of training; 400 of 32: 36.07 in 7.5 s; 270 of 48: 36.07 in 5.7 s; 200 of 64: 36.02
+    # few, large steps, as many as give each kept frame its visits (0 = sizing.iterations). On the
+    # 256 x 256 x 128 CT (H200, Testing/Benchmarks/results/sweep_steps_h200.json) 1500 steps of 8
+    # frames: 36.06 dB in 22 s of training; 400 of 32: 36.07 in 7.5 s; 270 of 48: 36.07 in 5.7 s;
+    # since then 134 of 48 (sizing.GPU_FRAME_VISITS): 36.19 in 2.8 s (results/study_h200_visits6400/)
     cfg.schedule.iterations = 0
     cfg.schedule.frames_per_step = 48
     cfg.schedule.window = False
