@@ -42,6 +42,10 @@ CEILING = 3e11   # fwd+bwd pair evaluations per second on an H100 (reference/gsp
 
 
 def find_case(name: str, kind: str = "image") -> Path:
+    """The case's file: "example" is the README's bundled example as shipped; a dev case is read
+    from .dev/data (the GPU box's copies, cropped to the protocol's length) where present."""
+    if name == "example":
+        return EXAMPLE.with_name(EXAMPLE.name.replace("_image", f"_{kind}"))
     for folder in (ROOT / ".dev" / "data", ROOT.parent / "shared" / "data", ROOT / "Resources" / "Examples"):
         for ext in (".nii.gz", ".nrrd"):
             p = folder / f"{name}_{kind}{ext}"
@@ -51,7 +55,14 @@ def find_case(name: str, kind: str = "image") -> Path:
 
 
 def resize(arr: np.ndarray, size) -> np.ndarray:
+    """The volume at `size` (z, y, x): cropped along z where the slices are as read (same in-plane
+    size, no more slices), else resampled trilinearly. Resampling 30 slices to 29 made every
+    slice a blend of two read ones, a truth that linear interpolation reproduces (the example at
+    keep 2: linear 0.67 dB above MedGS's in-between image there, 0.34 dB below it on the slices
+    as read)."""
     import torch
+    if tuple(size[1:]) == arr.shape[1:] and size[0] <= arr.shape[0]:
+        return arr[: size[0]].astype(np.float32)
     t = torch.from_numpy(arr.astype(np.float32))[None, None]
     return torch.nn.functional.interpolate(t, size=tuple(size), mode="trilinear", align_corners=True)[0, 0].numpy()
 
@@ -91,7 +102,7 @@ def scores(pred, ref, held, lo, hi):
     return {"psnr": metrics.psnr_pooled(p, r, mask), "ssim": ssim}
 
 
-CPU_SUITE = [("ct_abdomen3mm", [29, 101, 122], 30.0), ("ct_aorta", [64, 128, 128], 60.0),
+CPU_SUITE = [("example", [29, 101, 122], 30.0), ("ct_aorta", [64, 128, 128], 60.0),
              ("ct_abdomen3mm", [9, 32, 28], 10.0)]
 EXAMPLE = ROOT / "Resources" / "Examples" / "ct_abdomen3mm_image.nii.gz"
 
