@@ -10,6 +10,9 @@ preset name; they return plain numbers and never read a config, so any caller ca
   CPU_STEP_S_PER_PIXEL seconds per rendered pixel and step (measured after its rewrite on
   this shared 2-core machine), the budget grows with the kept voxels, and the count is held
   between CPU_ITERATIONS (the self-check needs the lower bound's validation rounds).
+- GPU iterations follow frame visits (GPU_FRAME_VISITS over the frames a step draws), and a
+  run whose label channels are drawn a few a step gets as many more steps as gives each channel
+  the image's visits.
 - CPU threads: one, unless a step renders enough pixels and the machine has idle cores; never
   every core.
 - The motion fields (flow.py) get a fixed share of that budget: their steps per level are
