@@ -60,7 +60,7 @@ CPU_FRAMES_PER_STEP = 4
 CPU_THREAD_PIXELS = 50_000
 
 # GPU steps follow frame visits: a run takes as few, large steps as give each kept frame its
-# visits; a volume of few slices then gets more, cheaper steps (a 7-slice MRI 1500, not 134),
+# visits; a volume of few slices then gets more, cheaper steps (a 7-slice MRI 915, not 134),
 # bounded by the old schedule's 1500. 6400 visits (100 a frame on the 256 x 256 x 128 CT) met the
 # 12 800 visits' held-out PSNR over the study's 12 cells (H200: mean +0.56 dB over the best
 # classical method against +0.57, results/study_h200_visits6400/) in half the steps.
