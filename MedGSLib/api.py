@@ -103,6 +103,7 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
         p = render_positions(res.model, positions, F, H, W, trainer.renderer, "seg",
                              progress=progress, cancel=cancel)
         probs = np.clip(np.moveaxis(p, -1, 0), 0.0, 1.0)
+        trainer.deliver_labels(probs, positions)      # the self-check's label choice (heads by default)
         support = _support_slices(positions, range(F) if mask_frames is None else mask_frames)
         if keep_known:      # the annotated slices are the user's: put their targets back exactly
             on_grid = [(i, f) for i, f in support.items() if abs(positions[i] - f) < 1e-6]

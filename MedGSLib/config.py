@@ -74,6 +74,8 @@ class ScheduleConfig:
     # what the self-check delivers: "auto" (its choice) or a named candidate, e.g. "linear"
     # (selfcheck.DELIVER); what it measured is reported either way
     deliver: str = "auto"
+    # the labels' counterpart (selfcheck.DELIVER_LABELS): "auto", "model", "model_0.5", "blend", "linear"
+    deliver_labels: str = "auto"
 
     def at(self, fraction: float) -> int:
         """Iteration number of a milestone given as a fraction of the schedule."""

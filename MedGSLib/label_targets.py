@@ -117,3 +117,39 @@ def shape_between_cubic(sd, d_prev, d, d_next, alpha, gaps=None, band: float = 0
     p3 = warp(warp(sd[3].float(), d_next), (1 - al) * d)
     w0, w1, w2, w3 = _cubic_weights(al, *g)
     return _masks_from(w0 * p0 + w1 * p1 + w2 * p2 + w3 * p3, band)
+
+
+def annotated_quads(annotated, ks):
+    """The four annotated frames around each pair k = (ann[k], ann[k+1]) of the sorted
+    `annotated` frames, for `shape_between_cubic`: (i0, ia, ib, i3) lists and the gaps [3][P]
+    between them. At an end of the stack the end frame is repeated (i0 = ia or i3 = ib) and its
+    gap is taken as the pair's own (the usual Catmull-Rom end condition)."""
+    ann = list(annotated)
+    i0, ia, ib, i3 = [], [], [], []
+    for k in ks:
+        a, b = ann[k], ann[k + 1]
+        ia.append(a)
+        ib.append(b)
+        i0.append(ann[k - 1] if k > 0 else a)
+        i3.append(ann[k + 2] if k + 2 < len(ann) else b)
+    gaps = [[(a - p) if p != a else (b - a) for p, a, b in zip(i0, ia, ib)],
+            [b - a for a, b in zip(ia, ib)],
+            [(q - b) if q != b else (b - a) for q, a, b in zip(i3, ia, ib)]]
+    return (i0, ia, ib, i3), gaps
+
+
+def cubic_between(sd_of, field_of, annotated, ks, alpha, band: float = 0.0):
+    """Motion-compensated cubic shape interpolation between the annotated pairs `ks` (indices
+    into the sorted `annotated`) at fractions `alpha` [P] -> masks [P, C, H, W].
+
+    sd_of(frames) gives the signed distances [P, C, H, W] of a list of frames (the caller's
+    channels); field_of(pairs) the half-way fields [P, 2, H, W] of a list of (a, b) pairs, the
+    zero field for (a, a) (the trainer's flow.PairFields.stack). The one construction of this target: the label heads'
+    in-between term trains toward it and the self-check can deliver it (selfcheck.choose_labels).
+    """
+    import torch
+    (i0, ia, ib, i3), gaps = annotated_quads(annotated, ks)
+    d, d_prev, d_next = field_of(list(zip(ia, ib))), field_of(list(zip(i0, ia))), field_of(list(zip(ib, i3)))
+    four = torch.stack([sd_of(i0), sd_of(ia), sd_of(ib), sd_of(i3)])
+    g = torch.as_tensor(gaps, device=d.device, dtype=torch.float32)
+    return shape_between_cubic(four, d_prev, d, d_next, alpha, g, band)

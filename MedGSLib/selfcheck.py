@@ -26,6 +26,9 @@ LANCZOS_RADIUS = 3      # lobes, as SimpleITK's sitkLanczosWindowedSinc
 # choices that deliver no MedGS voxel between kept slices, and their names in messages
 CLASSICAL = {"linear": "linear", "lanczos": "Lanczos"}
 DELIVER = ("auto", "model", "blend", "linear", "lanczos")     # config.ScheduleConfig.deliver
+# the labels' candidates (choose_labels), in the order ties go, and config.ScheduleConfig.deliver_labels
+LABEL_CANDIDATES = ("model_1", "model_0.5", "blend", "linear")
+DELIVER_LABELS = ("auto", "model", "model_0.5", "blend", "linear")
 # One-sided 95 % quantiles of Student's t by degrees of freedom (a smaller df's value is used
 # between entries: never less strict); 1.645 beyond.
 T95 = ((1, 6.314), (2, 2.920), (3, 2.353), (4, 2.132), (5, 2.015), (6, 1.943), (7, 1.895), (8, 1.860),
@@ -194,20 +197,50 @@ def frame_psnrs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return -10.0 * np.log10(np.maximum(err.reshape(len(err), -1).mean(1), 1e-10))
 
 
-def dice_gain(model_labels: np.ndarray, linear_labels: np.ndarray, truth: np.ndarray) -> dict:
-    """Mean Dice over the labels present on the validation frames, model and linear."""
+def mean_dice(pred: np.ndarray, truth: np.ndarray) -> float | None:
+    """Mean Dice over the labels present on the validation frames (None where none is)."""
     values = [int(v) for v in np.unique(truth) if v != 0]
     if not values:
-        return {}
+        return None
+    out = []
+    for v in values:
+        a, b = pred == v, truth == v
+        out.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+    return float(np.mean(out))
 
-    def dice(pred):
-        out = []
-        for v in values:
-            a, b = pred == v, truth == v
-            out.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
-        return float(np.mean(out))
-    dm, dl = dice(model_labels), dice(linear_labels)
-    return {"dice_model": dm, "dice_linear": dl, "dice_gain": dm - dl}
+
+def choose_labels(candidates: dict, truth: np.ndarray, deliver: str = "auto") -> dict:
+    """Pick the labels the user gets from decoded validation labels {name: [V, H, W]}.
+
+    Candidates: "model_1" (the label heads), "model_0.5" (heads and in-between labels averaged),
+    "blend" (MedGS's motion-compensated in-between labels, label_targets.cubic_between: what the
+    heads are trained toward, no model needed) and "linear". "auto" takes the best MedGS
+    candidate by mean Dice (ties: the model): a run whose heads learnt little (a short CPU
+    schedule) gets the in-between labels. Linear is delivered only when asked for
+    (`deliver="linear"`, named in the warning when it measured best): a handful of held-out
+    slices is too little to take MedGS's labels away on its own. Returns the run.json fields.
+    """
+    dice = {k: mean_dice(v, truth) for k, v in candidates.items()}
+    if any(v is None for v in dice.values()):
+        return {}
+    measured = max(dice, key=lambda k: dice[k])
+    medgs = [k for k in LABEL_CANDIDATES if k in dice and k != "linear"]
+    best = max(medgs, key=lambda k: (dice[k], -medgs.index(k)))
+    if deliver != "auto":
+        best = "model_1" if deliver == "model" else deliver
+        if best not in dice:
+            from .errors import InputError
+            raise InputError(f"deliver_labels={deliver!r} is not a candidate of this run: choose one of "
+                             f"{['auto'] + sorted('model' if k == 'model_1' else k for k in dice)}")
+    return {"label_dice": dice, "label_choice": best, "label_measured_best": measured,
+            "dice_model": dice["model_1"], "dice_linear": dice["linear"], "dice_gain": dice[best] - dice["linear"]}
+
+
+def label_weight(rec: dict) -> float | None:
+    """Weight of the label heads in the delivered labels: 1 (heads), 0.5, 0 (in-between labels),
+    None (linear)."""
+    choice = rec.get("label_choice", "model_1")
+    return None if choice == "linear" else (0.0 if choice == "blend" else float(choice.split("_")[1]))
 
 
 def uses_model(record: dict) -> bool:
@@ -257,10 +290,27 @@ def summary(rec: dict) -> str:
     return f"estimated gain over linear {rec['gain_db']:+.2f} dB{dice} (self-check on {on})"
 
 
+def label_warning(rec: dict) -> str:
+    """What the user must be told about the labels, or "": linear label interpolation measured
+    better on the held-out kept slices than the labels delivered, naming the option that gives it."""
+    measured, choice = rec.get("label_measured_best"), rec.get("label_choice")
+    if measured != "linear" or choice == "linear":
+        return ""
+    dice = rec["label_dice"]
+    return (f"self-check: on {len(rec.get('frames', []))} held-out kept slices linear label interpolation measured "
+            f"Dice {dice['linear'] - dice[choice]:.3f} better than MedGS's labels ({choice}); "
+            "--set schedule.deliver_labels=linear gives linear label interpolation")
+
+
 def self_check_warning(rec: dict) -> str:
-    """What the user must be told, or "": a classical method delivered, or MedGS delivered although
-    its held-out kept slices measured a classical method better; each names the option that gives
-    the other result (the one owner of this text: run.json warnings, CLI, Slicer panel)."""
+    """What the user must be told, or "": each part names the option that gives the other result
+    (the one owner of this text: run.json warnings, CLI, Slicer panel)."""
+    return " ".join(t for t in (_image_warning(rec), label_warning(rec)) if t)
+
+
+def _image_warning(rec: dict) -> str:
+    """The image's part of `self_check_warning`: a classical method delivered, or MedGS delivered
+    although its held-out kept slices measured a classical method better."""
     measured, choice = rec.get("measured_best"), rec.get("choice")
     frames = len(rec.get("frames", []))
     if choice in CLASSICAL:

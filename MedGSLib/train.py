@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PIPELINES = ("img", "seg", "joint", "seg_head_only")
 SEG_IBFR_TARGETS = ("shape-cubic", "shape", "blend")     # config.LossConfig.seg_ibfr_target
+LABEL_CHUNK = 16        # label channels per in-between label computation (`_labels_between`)
 
 
 @dataclass
@@ -64,15 +65,27 @@ class Trainer:
         if config.loss.seg_ibfr_target not in SEG_IBFR_TARGETS:
             raise InputError(f"unknown label in-between target {config.loss.seg_ibfr_target!r}: "
                              f"use one of {SEG_IBFR_TARGETS}")
-        from .selfcheck import DELIVER
+        from .selfcheck import DELIVER, DELIVER_LABELS
         if config.schedule.deliver not in DELIVER:
             raise InputError(f"unknown deliver choice {config.schedule.deliver!r}: use one of {DELIVER}")
+        if config.schedule.deliver_labels not in DELIVER_LABELS:
+            raise InputError(f"unknown deliver_labels choice {config.schedule.deliver_labels!r}: "
+                             f"use one of {DELIVER_LABELS}")
+        if config.schedule.deliver_labels != "auto" and not config.schedule.self_check:
+            raise InputError(f"deliver_labels={config.schedule.deliver_labels!r} chooses among the self-check's "
+                             "candidates: it needs schedule.self_check=True")
         if config.schedule.deliver != "auto" and not config.schedule.self_check:
             raise InputError(f"deliver={config.schedule.deliver!r} chooses among the self-check's candidates: "
                              "it needs schedule.self_check=True")
         if config.schedule.deliver == "blend" and (config.loss.ibfr_target != "flow" or config.loss.ibfr <= 0):
             raise InputError("deliver='blend' needs the motion-compensated in-between image "
                              "(loss.ibfr_target='flow', loss.ibfr > 0)")
+        dl, lc = config.schedule.deliver_labels, config.loss
+        if dl != "auto" and masks is None:
+            raise InputError(f"deliver_labels={dl!r} needs a label map")
+        if dl in ("model_0.5", "blend") and (lc.ibfr_target != "flow" or lc.ibfr <= 0 or lc.seg_ibfr <= 0):
+            raise InputError(f"deliver_labels={dl!r} needs MedGS's in-between labels "
+                             "(loss.ibfr_target='flow', loss.ibfr > 0, loss.seg_ibfr > 0)")
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
@@ -127,7 +140,11 @@ class Trainer:
         # frame (held-out ones too: they train once folded in), once, float16 on the device
         self._sd = None
         lc = self.cfg.loss
-        if self.flow is not None and self.masks is not None and lc.seg_ibfr > 0 and lc.seg_ibfr_target != "blend":
+        # the self-check scores the in-between labels too (`_labels_between`): it needs them as well
+        checks_labels = bool(self.holdout) and set(self.holdout) <= self._all_mask_frames
+        asks_between = self.cfg.schedule.deliver_labels in ("model_0.5", "blend")
+        if (self.flow is not None and self.masks is not None and lc.seg_ibfr > 0
+                and (lc.seg_ibfr_target != "blend" or checks_labels or asks_between)):
             from .label_targets import signed_distances
             ann = sorted(self._all_mask_frames)
             self._sd = signed_distances(self.masks, frames=ann)                 # [L, A, H, W]
@@ -409,31 +426,75 @@ class Trainer:
             def targets(ch):
                 return blend(self._mask_slices(ch, ia), self._mask_slices(ch, ib), d, alphas)
             return t, targets
-        from .label_targets import shape_between, shape_between_cubic
+        from .label_targets import shape_between
 
         def sd(ch, frames):
             return self._sd[ch[None, :], self._sd_row[frames][:, None]]
         if lc.seg_ibfr_target == "shape":
             return t, lambda ch: shape_between(sd(ch, ia), sd(ch, ib), d, alphas)
-        # the annotated pairs before and after each picked one; at an end of the stack the end
-        # frame is repeated with a zero field (label_targets.shape_between_cubic)
-        prev = [allowed[j - 1] if j > 0 else None for j in js]
-        nxt = [allowed[j + 1] if j + 1 < len(allowed) else None for j in js]
-
-        def fields(pairs):
-            got = iter(self.flow.stack([p for p in pairs if p]) if any(pairs) else ())
-            return torch.stack([next(got) if p else torch.zeros_like(d[0]) for p in pairs])
-        i0 = torch.as_tensor([p[0] if p else a for p, (a, _) in zip(prev, pick)], device=self.device)
-        i3 = torch.as_tensor([q[1] if q else b for q, (_, b) in zip(nxt, pick)], device=self.device)
-        gaps = torch.stack([ia - i0, ib - ia, i3 - ib])
-        gaps[0] = torch.where(i0 == ia, gaps[1], gaps[0])     # a repeated end frame: as far as the pair
-        gaps[2] = torch.where(i3 == ib, gaps[1], gaps[2])
-        d_prev, d_next = fields(prev), fields(nxt)
+        from .label_targets import cubic_between
+        ann = sorted(self.mask_frames)     # `allowed` is its consecutive pairs: js index both
 
         def targets(ch):
-            four = torch.stack([sd(ch, i0), sd(ch, ia), sd(ch, ib), sd(ch, i3)])
-            return shape_between_cubic(four, d_prev, d, d_next, alphas, gaps)
+            return cubic_between(lambda fr: sd(ch, torch.as_tensor(fr, device=self.device)), self.flow.stack,
+                                 ann, js, alphas)
         return t, targets
+
+    def _labels_between(self, positions):
+        """MedGS's in-between labels, the heads' target (label_targets.cubic_between over the
+        annotated frames in training), at `positions` (frame units, inside the annotated range)
+        -> float32 [L, P, H, W] on the host. Ramped over 1 px of distance instead of the sign,
+        so that a mix with the heads' probabilities decodes at the same 0.5 level."""
+        import bisect
+        import numpy as np
+        import torch
+        from .label_targets import cubic_between
+        ann = sorted(self.mask_frames)
+        ks = [min(bisect.bisect_right(ann, p) - 1, len(ann) - 2) for p in positions]
+        if min(ks) < 0:
+            raise ValueError(f"in-between labels need positions inside the annotated frames {ann[0]}..{ann[-1]}")
+        alphas = torch.as_tensor([(p - ann[k]) / (ann[k + 1] - ann[k]) for p, k in zip(positions, ks)],
+                                 device=self.device, dtype=torch.float32)
+        L = self.masks.shape[0]
+        out = np.empty((L, len(positions), self.H, self.W), np.float32)
+        with torch.no_grad():
+            for c0 in range(0, L, LABEL_CHUNK):       # a few channels at a time: 188 labels stay in memory
+                ch = torch.arange(c0, min(L, c0 + LABEL_CHUNK), device=self.device)
+
+                def sd_of(frames):
+                    return self._sd[ch[None, :], self._sd_row[torch.as_tensor(frames, device=self.device)][:, None]]
+                got = cubic_between(sd_of, self.flow.stack, ann, ks, alphas, band=1.0)
+                out[c0:c0 + len(ch)] = got.transpose(0, 1).cpu().numpy()
+        return out
+
+    def deliver_labels(self, probs, positions, chunk: int = 8):
+        """Label probabilities [L, n, H, W] rendered at `positions` turned into the self-check's
+        label choice, in place (selfcheck.choose_labels): the heads, a mix with the in-between
+        labels, the in-between labels or linear interpolation. Positions on or outside the
+        annotated frames are left alone (the annotated slices are pasted back; beyond the ends
+        there is nothing to interpolate between)."""
+        import numpy as np
+        from .selfcheck import label_weight
+        rec = self.selfcheck or {}
+        if "label_choice" not in rec or label_weight(rec) == 1.0:
+            return probs
+        w = label_weight(rec)
+        ann = sorted(self.mask_frames)
+        inside = [n for n, p in enumerate(positions)
+                  if ann[0] < p < ann[-1] and min(abs(p - a) for a in ann) > 1e-6]
+        if w is None:               # linear interpolation of the annotated neighbours' masks
+            ann_arr = np.asarray(ann)
+            pos = np.asarray([positions[n] for n in inside], dtype=float)
+            k = np.clip(np.searchsorted(ann_arr, pos, side="right") - 1, 0, len(ann) - 2)
+            for n, p, a, b in zip(inside, pos, ann_arr[k], ann_arr[k + 1]):
+                al = float((p - a) / (b - a))
+                probs[:, n] = ((1 - al) * self.masks[:, a] + al * self.masks[:, b]).cpu().numpy()
+            return probs
+        for c in range(0, len(inside), chunk):
+            idx = inside[c:c + chunk]
+            mc = self._labels_between([float(positions[n]) for n in idx])
+            probs[:, idx] = mc if w == 0.0 else w * probs[:, idx] + (1 - w) * mc
+        return probs
 
     def _mask_slices(self, channels, frames):
         """Masks of `channels` on `frames` as [frames, channels, H, W], gathering only those
@@ -599,7 +660,16 @@ class Trainer:
             tm = self.masks[:, h].cpu().numpy()
             lin = 0.5 * (self.masks[:, h - 1] + self.masks[:, h + 1]).cpu().numpy()
             pm = self._render_at(self.holdout, "seg").clamp(0, 1).transpose(0, 1).cpu().numpy()
-            rec.update(selfcheck.dice_gain(decode(pm, vals), decode(lin, vals), decode(tm, vals)))
+            cands = {"model_1": pm, "linear": lin}
+            if self._sd is not None:     # MedGS's in-between labels across each held-out frame, and a mix
+                mc = self._labels_between(self.holdout)
+                cands.update({"model_0.5": 0.5 * pm + 0.5 * mc, "blend": mc})
+            rec.update(selfcheck.choose_labels({k: decode(v, vals) for k, v in cands.items()}, decode(tm, vals),
+                                               self.cfg.schedule.deliver_labels))
+        if self.masks is not None and "label_choice" not in rec and self.cfg.schedule.deliver_labels != "auto":
+            # no annotated frame held out (a sparse annotation): nothing measured, the asked choice holds
+            asked = self.cfg.schedule.deliver_labels
+            rec["label_choice"] = "model_1" if asked == "model" else asked
         self.selfcheck = rec
         self._emit_log(f"self-check on {len(h)} held-out kept slices: MedGS {rec['model_gain_db']:+.2f} dB over "
                        f"linear; delivering {rec['choice']} ({rec['gain_db']:+.2f} dB)")

@@ -346,7 +346,7 @@ def self_check_text(event: dict) -> str:
     check = event.get("self_check") or {}
     if "gain_db" not in check:
         return ""
-    from MedGSLib.selfcheck import CLASSICAL, summary
+    from MedGSLib.selfcheck import CLASSICAL, label_warning, summary
     text = summary(check)
     text = text[0].upper() + text[1:] + "."
     if check.get("choice") in CLASSICAL:
@@ -356,4 +356,6 @@ def self_check_text(event: dict) -> str:
         name = CLASSICAL[check["measured_best"]]
         text += (f" {name} measured better on these slices, not significantly over the kept slices: "
                  f"MedGS was delivered (Python console: schedule.deliver='{check['measured_best']}' gives {name}).")
+    if label_warning(check):
+        text += " " + label_warning(check)
     return text

@@ -75,7 +75,8 @@ def main_run(args) -> int:
         check = info.get("self_check")
         if check:
             from ..selfcheck import summary
-            print(f"  {summary(check)}; delivered: {check['choice']}")
+            labels = f", labels {check['label_choice']}" if "label_choice" in check else ""
+            print(f"  {summary(check)}; delivered: {check['choice']}{labels}")
         for k, v in res.files.items():
             if isinstance(v, str):
                 print(f"  {k}: {v}")

@@ -179,3 +179,25 @@ def test_a_sparse_annotation_trains_with_the_cubic_target():
     before = tr.model.params["seg_color"].detach().clone()
     tr.train()
     assert not torch.equal(before, tr.model.params["seg_color"][: before.shape[0]])
+
+
+def test_annotated_quads_repeat_the_end_frames():
+    (i0, ia, ib, i3), gaps = lt.annotated_quads([0, 2, 5, 9], [0, 1, 2])
+    assert (i0, ia, ib, i3) == ([0, 0, 2], [0, 2, 5], [2, 5, 9], [5, 9, 9])
+    assert gaps == [[2, 2, 3], [2, 3, 4], [3, 4, 4]]
+
+
+def test_cubic_between_a_widening_band_is_the_band_of_the_middle_width():
+    """A vertical band of half-widths 2, 4, 6, 8 px on four frames, no motion: the signed distances
+    grow linearly, the spline reproduces them, and half-way between frames 1 and 2 lies the band
+    of half-width 5."""
+    h, w = 8, 40
+    xx = np.arange(w)[None, :].repeat(h, 0)
+
+    def band(half):
+        return (np.abs(xx - 20) <= half).astype(np.float32)
+    sd = torch.stack([torch.from_numpy(lt.signed_distance(band(r) > 0, (1.0, 1.0), lt.CLIP_PX))
+                      for r in (2, 4, 6, 8)])[:, None]                  # [A, C=1, H, W]
+    zero = lambda pairs: torch.zeros(len(pairs), 2, h, w)                # noqa: E731
+    out = lt.cubic_between(lambda fr: sd[list(fr)], zero, [0, 1, 2, 3], [1], torch.tensor([0.5]))
+    assert np.array_equal(out[0, 0].numpy() > 0, band(5) > 0)

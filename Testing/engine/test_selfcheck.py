@@ -188,3 +188,88 @@ def test_the_user_is_told_either_way():
            "gain_db": 0.12, "heldout_gain_db": 0.4}       # held out: what the slices measured
     assert " and Lanczos measured best (+0.40 dB)" in selfcheck.self_check_warning(lan)
     assert selfcheck.self_check_warning({"choice": "model_1", "measured_best": "model_1"}) == ""
+
+
+def test_choose_labels_takes_the_best_medgs_labels_and_names_linear():
+    truth = np.zeros((1, 4, 4), np.uint8)
+    truth[0, :2, :2] = 1                                   # 4 voxels of label 1
+    heads = truth.copy()
+    heads[0, 0, 2] = 1                                     # one voxel too many: Dice 8/9
+    between = truth.copy()                                 # the in-between labels are exact
+    cands = {"model_1": heads, "model_0.5": heads, "blend": between, "linear": np.zeros_like(truth)}
+    rec = selfcheck.choose_labels(cands, truth)
+    assert rec["label_choice"] == "blend" and rec["label_measured_best"] == "blend"
+    assert rec["dice_model"] == pytest.approx(8 / 9) and rec["dice_linear"] == 0.0
+    assert rec["dice_gain"] == 1.0                        # what the user gets, against linear
+    assert selfcheck.label_weight(rec) == 0.0
+    # a tie goes to the heads; linear measured best is named, not delivered
+    rec = selfcheck.choose_labels({"model_1": heads, "model_0.5": heads, "blend": heads, "linear": truth}, truth)
+    assert rec["label_choice"] == "model_1" and rec["label_measured_best"] == "linear"
+    rec["frames"] = [3, 9]
+    assert selfcheck.label_warning(rec) == (
+        "self-check: on 2 held-out kept slices linear label interpolation measured Dice 0.111 better than "
+        "MedGS's labels (model_1); --set schedule.deliver_labels=linear gives linear label interpolation")
+    assert selfcheck.self_check_warning({"choice": "model_1", "measured_best": "model_1", **rec}) == \
+        selfcheck.label_warning(rec)
+    asked = selfcheck.choose_labels(cands, truth, deliver="linear")
+    assert asked["label_choice"] == "linear" and selfcheck.label_weight(asked) is None and asked["dice_gain"] == 0.0
+    from MedGSLib.errors import InputError
+    with pytest.raises(InputError, match="deliver_labels='blend' is not a candidate"):
+        selfcheck.choose_labels({"model_1": heads, "linear": truth}, truth, deliver="blend")
+    assert selfcheck.choose_labels(cands, np.zeros_like(truth)) == {}      # no label on the held-out frames
+
+
+def _moving_disc_trainer(deliver_labels="auto"):
+    """A disc moving 2 px a frame over 7 frames, labels on every frame, frame 3 held out, every
+    label pair's field set to the true motion."""
+    import torch
+    from MedGSLib.api import default_config
+    from MedGSLib.train import Trainer
+    h, w = 20, 36
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = torch.from_numpy(np.stack([np.hypot(xx - 8 - 2 * f, yy - 10) <= 5 for f in range(7)])).float()
+    cfg = default_config("fast", "cpu", iterations=1)
+    cfg.schedule.deliver_labels = deliver_labels
+    tr = Trainer(disc, cfg, masks=disc[None].clone(), pipeline="joint", holdout=[3])
+    for a, b in tr._seg_pairs():
+        tr.flow._fields[(a, b)] = torch.stack([torch.full((h, w), 2.0 * (b - a)), torch.zeros(h, w)])
+    return tr, disc.numpy()
+
+
+def test_in_between_labels_across_a_held_out_frame_and_their_delivery():
+    """The self-check's in-between labels at the held-out frame 3 come from frames 1, 2, 4, 5
+    carried by the fields: the disc of frame 3 exactly. Delivered, they replace the heads'
+    probabilities between annotated frames only (or mix with them, or give way to linear)."""
+    tr, disc = _moving_disc_trainer()
+    assert sorted(tr.mask_frames) == [0, 1, 2, 4, 5, 6]
+    mc = tr._labels_between([3.0])
+    assert mc.shape == (1, 1, 20, 36)
+    assert np.array_equal(mc[0, 0] >= 0.5, disc[3] > 0)
+    pos = np.array([2.0, 3.0, 6.0])
+    for choice, expect in (("blend", mc[0, 0]), ("model_0.5", 0.5 * 0.25 + 0.5 * mc[0, 0]),
+                           ("linear", 0.5 * (disc[2] + disc[4]))):
+        tr.selfcheck = {"label_choice": choice}
+        probs = np.full((1, 3, 20, 36), 0.25, np.float32)
+        tr.deliver_labels(probs, pos)
+        np.testing.assert_allclose(probs[0, 1], expect, rtol=1e-6)
+        assert (probs[0, [0, 2]] == 0.25).all()         # annotated positions are left alone
+    tr.selfcheck = {"label_choice": "model_1"}
+    probs = np.full((1, 3, 20, 36), 0.25, np.float32)
+    assert (tr.deliver_labels(probs, pos) == 0.25).all()
+
+
+def test_deliver_labels_is_checked_before_any_training():
+    import torch
+    from MedGSLib.api import default_config
+    from MedGSLib.errors import InputError
+    from MedGSLib.train import Trainer
+    cfg = default_config("fast", "cpu", iterations=1)
+    cfg.schedule.deliver_labels = "contour"
+    with pytest.raises(InputError, match="unknown deliver_labels choice 'contour'"):
+        Trainer(torch.zeros(5, 8, 8), cfg, masks=torch.zeros(1, 5, 8, 8), pipeline="joint")
+    cfg.schedule.deliver_labels = "blend"
+    with pytest.raises(InputError, match="deliver_labels='blend' needs a label map"):
+        Trainer(torch.zeros(5, 8, 8), cfg)
+    cfg.loss.seg_ibfr = 0.0
+    with pytest.raises(InputError, match="needs MedGS's in-between labels"):
+        Trainer(torch.zeros(5, 8, 8), cfg, masks=torch.zeros(1, 5, 8, 8), pipeline="joint")
