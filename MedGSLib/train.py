@@ -136,20 +136,35 @@ class Trainer:
         self.flow_seconds = time.perf_counter() - t_flow
         # which label is on which frame, kept on the host: picking channels must not wait for the GPU
         self._present = (self.masks.amax((2, 3)) > 0).cpu().tolist() if self.masks is not None else None
-        # the label heads' in-between targets from signed distances: those of every annotated
-        # frame (held-out ones too: they train once folded in), once, float16 on the device
+        # signed distances of the annotated frames (held-out ones too: they train once folded in),
+        # float16 on the device, each computed once when first read (`_signed_rows`): the label
+        # heads' shape targets read all of them from the start, the self-check (`_labels_between`)
+        # only those around its held-out frames, the delivery the rest if it delivers them
         self._sd = None
         lc = self.cfg.loss
-        # the self-check scores the in-between labels too (`_labels_between`): it needs them as well
         checks_labels = bool(self.holdout) and set(self.holdout) <= self._all_mask_frames
         asks_between = self.cfg.schedule.deliver_labels in ("model_0.5", "blend")
         if (self.flow is not None and self.masks is not None and lc.seg_ibfr > 0
                 and (lc.seg_ibfr_target != "blend" or checks_labels or asks_between)):
-            from .label_targets import signed_distances
             ann = sorted(self._all_mask_frames)
-            self._sd = signed_distances(self.masks, frames=ann)                 # [L, A, H, W]
+            self._sd = torch.empty((self.masks.shape[0], len(ann), self.H, self.W), dtype=torch.float16,
+                                   device=self.device)                          # [L, A, H, W]
             self._sd_row = torch.full((self.F,), -1, dtype=torch.long, device=self.device)
             self._sd_row[ann] = torch.arange(len(ann), device=self.device)
+            self._sd_done: set[int] = set()
+            if lc.seg_ibfr_target != "blend":
+                self._signed_rows(ann)
+
+    def _signed_rows(self, frames):
+        """Rows of `_sd` [len(frames)] for annotated `frames`, computing those not computed yet."""
+        import torch
+        from .label_targets import signed_distances
+        frames = [int(f) for f in frames]
+        missing = [f for f in dict.fromkeys(frames) if f not in self._sd_done]
+        if missing:
+            self._sd[:, self._sd_row[missing]] = signed_distances(self.masks, frames=missing)
+            self._sd_done.update(missing)
+        return self._sd_row[torch.as_tensor(frames, device=self.device)]
 
     def _size_to_data(self, labels: int):
         """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""
@@ -462,7 +477,7 @@ class Trainer:
                 ch = torch.arange(c0, min(L, c0 + LABEL_CHUNK), device=self.device)
 
                 def sd_of(frames):
-                    return self._sd[ch[None, :], self._sd_row[torch.as_tensor(frames, device=self.device)][:, None]]
+                    return self._sd[ch[None, :], self._signed_rows(frames)[:, None]]
                 got = cubic_between(sd_of, self.flow.stack, ann, ks, alphas, band=1.0)
                 out[c0:c0 + len(ch)] = got.transpose(0, 1).cpu().numpy()
         return out
