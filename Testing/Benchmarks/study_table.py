@@ -52,6 +52,8 @@ def dense_table(folder: Path) -> list[str]:
              "MedGS Dice / HD95 mm | shape-cubic Dice / HD95 | contour Dice | best classical Dice (method) | "
              "self-check est. / true gain over linear dB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def label_choice(sc):      # what the self-check delivered as labels (selfcheck.choose_labels)
+        return f" ({sc['label_choice']})" if "label_choice" in sc else ""
     deltas, ssim_ok, over_cubic, over_contour, est, true, held, cells = [], 0, 0, [], [], [], [], 0
     for case in CASES:
         classical = rows_of(HERE / "results" / "study" / "classical" / f"{case}.json")
@@ -84,7 +86,7 @@ def dense_table(folder: Path) -> list[str]:
                 held.append(sc.get("heldout_gain_db", g_est))
             lines.append(
                 f"| {case} | {k} | {mi['psnr']:.2f} / {mi['ssim']:.3f} | {bp['psnr']:.2f} ({bp['method']}) | "
-                f"{bs['ssim']:.3f} | {d:+.2f} | {ml['dice']:.3f} / {ml['hd95']:.2f} | "
+                f"{bs['ssim']:.3f} | {d:+.2f} | {ml['dice']:.3f} / {ml['hd95']:.2f}{label_choice(sc)} | "
                 f"{cub['dice']:.3f} / {cub['hd95']:.2f} | {con['dice']:.3f} | {bd['dice']:.3f} ({bd['method']}) | "
                 f"{g_est:+.2f} / {g_true:+.2f} ({sc.get('choice', '-')}) |")
     if cells:
