@@ -346,7 +346,7 @@ def self_check_text(event: dict) -> str:
     check = event.get("self_check") or {}
     if "gain_db" not in check:
         return ""
-    from MedGSLib.selfcheck import CLASSICAL, label_warning, summary
+    from MedGSLib.selfcheck import CLASSICAL, summary
     text = summary(check)
     text = text[0].upper() + text[1:] + "."
     if check.get("choice") in CLASSICAL:
@@ -356,6 +356,15 @@ def self_check_text(event: dict) -> str:
         name = CLASSICAL[check["measured_best"]]
         text += (f" {name} measured better on these slices, not significantly over the kept slices: "
                  f"MedGS was delivered (Python console: schedule.deliver='{check['measured_best']}' gives {name}).")
-    if label_warning(check):
-        text += " " + label_warning(check)
+    labels, dice = check.get("label_choice"), check.get("label_dice") or {}
+    if labels in LABEL_NAMES and labels != "model_1":
+        text += f" Labels: {LABEL_NAMES[labels]} (measured better than the label heads alone)."
+    if check.get("label_measured_best") == "linear" and labels != "linear":
+        text += (f" Linear label interpolation measured Dice {dice['linear'] - dice[labels]:.3f} better on these "
+                 "slices (Python console: schedule.deliver_labels='linear' gives it).")
     return text
+
+
+# the panel's words for the self-check's label choices (selfcheck.LABEL_CANDIDATES)
+LABEL_NAMES = {"model_1": "the label heads", "model_0.5": "the label heads averaged with MedGS's in-between labels",
+               "blend": "MedGS's in-between labels", "linear": "linear label interpolation"}

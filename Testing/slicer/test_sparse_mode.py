@@ -211,6 +211,18 @@ def test_panel_line_of_the_self_check():
                                    "MedGS measured worse than Lanczos here, so Lanczos interpolation was delivered.")
 
 
+def test_panel_line_names_the_labels_delivered_and_a_better_linear():
+    from MedGSLogicLib.jobs import self_check_text
+    ev = {"self_check": {"gain_db": 0.2, "frames": [3], "choice": "blend", "label_choice": "blend",
+                         "label_measured_best": "linear", "label_dice": {"blend": 0.61, "linear": 0.65}}}
+    assert self_check_text(ev) == ("Estimated gain over linear +0.20 dB (self-check on 1 held-out kept slices). "
+                                   "Labels: MedGS's in-between labels (measured better than the label heads alone). "
+                                   "Linear label interpolation measured Dice 0.040 better on these slices (Python "
+                                   "console: schedule.deliver_labels='linear' gives it).")
+    ev["self_check"].update(label_choice="model_1", label_measured_best="model_1")
+    assert self_check_text(ev) == "Estimated gain over linear +0.20 dB (self-check on 1 held-out kept slices)."
+
+
 def test_panel_line_when_medgs_is_kept_against_the_held_out_slices():
     from MedGSLogicLib.jobs import self_check_text
     ev = {"self_check": {"gain_db": -0.31, "frames": [3], "choice": "model_0.5", "measured_best": "linear"}}
