@@ -100,9 +100,12 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
         if keep_known:
             image = paste_known(image, positions, frames.astype(np.float32))
     if masks is not None:
-        p = render_positions(res.model, positions, F, H, W, trainer.renderer, "seg",
-                             progress=progress, cancel=cancel)
-        probs = np.clip(np.moveaxis(p, -1, 0), 0.0, 1.0)
+        if trainer.label_heads:
+            p = render_positions(res.model, positions, F, H, W, trainer.renderer, "seg",
+                                 progress=progress, cancel=cancel)
+            probs = np.clip(np.moveaxis(p, -1, 0), 0.0, 1.0)
+        else:       # deliver_labels="blend": the in-between labels fill the gaps, nothing beyond the ends
+            probs = np.zeros((masks.shape[0], len(positions), H, W), np.float32)
         trainer.deliver_labels(probs, positions)      # the self-check's label choice (heads by default)
         support = _support_slices(positions, range(F) if mask_frames is None else mask_frames)
         if keep_known:      # the annotated slices are the user's: put their targets back exactly
@@ -112,6 +115,7 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     info = dict(res.info)
     if masks is not None:
         info["label_support"] = sorted(support)
+        info["label_heads"] = trainer.label_heads
     info.update({"render_seconds": time.perf_counter() - t1, "pipeline": pipeline,
                  "frames": [int(F), int(H), int(W)], "output_slices": int(len(positions))})
     if trainer.device.type == "cuda":

@@ -232,8 +232,11 @@ def choose_labels(candidates: dict, truth: np.ndarray, deliver: str = "auto") ->
             from .errors import InputError
             raise InputError(f"deliver_labels={deliver!r} is not a candidate of this run: choose one of "
                              f"{['auto'] + sorted('model' if k == 'model_1' else k for k in dice)}")
-    return {"label_dice": dice, "label_choice": best, "label_measured_best": measured,
-            "dice_model": dice["model_1"], "dice_linear": dice["linear"], "dice_gain": dice[best] - dice["linear"]}
+    rec = {"label_dice": dice, "label_choice": best, "label_measured_best": measured,
+           "dice_linear": dice["linear"], "dice_gain": dice[best] - dice["linear"]}
+    if "model_1" in dice:       # not without label heads (deliver_labels="blend")
+        rec["dice_model"] = dice["model_1"]
+    return rec
 
 
 def label_weight(rec: dict) -> float | None:

@@ -86,18 +86,25 @@ class Trainer:
         if dl in ("model_0.5", "blend") and (lc.ibfr_target != "flow" or lc.ibfr <= 0 or lc.seg_ibfr <= 0):
             raise InputError(f"deliver_labels={dl!r} needs MedGS's in-between labels "
                              "(loss.ibfr_target='flow', loss.ibfr > 0, loss.seg_ibfr > 0)")
+        if dl == "blend" and (frames is None or pipeline != "joint"):
+            raise InputError("deliver_labels='blend' interpolates the labels by the image's motion: it needs "
+                             "image frames and labels (the joint pipeline)")
         ref = frames if frames is not None else masks[0]
         if ref.dim() != 3 or ref.shape[0] < 2:
             raise InputError(f"training needs at least 2 frames of shape [F, H, W], got {tuple(ref.shape)}")
         # a copy: sizing from the data (sizing.py) fills this run's 0s, not the caller's config
         self.cfg = copy.deepcopy(config)
-        self.pipeline = pipeline
+        # labels delivered as MedGS's in-between labels need no label heads: the run trains the
+        # image alone (as fast as an image-only run) and keeps the labels for the motion-carried
+        # shape interpolation and the self-check
+        self.label_heads = masks is not None and dl != "blend"
+        self.pipeline = pipeline if self.label_heads or masks is None else "img"
         self.device = device if device is not None else resolve_device(config.device)
         if renderer is None:
             renderer, renderer_reason = select_renderer(self.device, config.renderer)
         self.renderer, self.renderer_reason = renderer, renderer_reason
         self.F, self.H, self.W = (int(x) for x in ref.shape)
-        self._size_to_data(int(masks.shape[0]) if masks is not None else 0)
+        self._size_to_data(int(masks.shape[0]) if self.label_heads else 0)
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
         self.mask_frames = set(int(i) for i in mask_frames) if mask_frames is not None else set(range(self.F))
@@ -121,7 +128,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.model = model if model is not None else self._init_model()
-        if self.masks is not None and not self.model.has_seg:
+        if self.label_heads and not self.model.has_seg:
             init = None
             if model is None and config.model.init == "pixels":   # held-out frames are not in mask_frames
                 init = self.model.seg_colors_from_masks(self.masks, self.mask_frames)
@@ -491,9 +498,12 @@ class Trainer:
         import numpy as np
         from .selfcheck import label_weight
         rec = self.selfcheck or {}
-        if "label_choice" not in rec or label_weight(rec) == 1.0:
+        if "label_choice" in rec:
+            w = label_weight(rec)
+        else:               # no self-check on the labels: the heads, or without them the in-between labels
+            w = 1.0 if self.label_heads else 0.0
+        if w == 1.0:
             return probs
-        w = label_weight(rec)
         ann = sorted(self.mask_frames)
         inside = [n for n, p in enumerate(positions)
                   if ann[0] < p < ann[-1] and min(abs(p - a) for a in ann) > 1e-6]
@@ -674,11 +684,13 @@ class Trainer:
             vals = list(range(1, self.masks.shape[0] + 1))
             tm = self.masks[:, h].cpu().numpy()
             lin = 0.5 * (self.masks[:, h - 1] + self.masks[:, h + 1]).cpu().numpy()
-            pm = self._render_at(self.holdout, "seg").clamp(0, 1).transpose(0, 1).cpu().numpy()
-            cands = {"model_1": pm, "linear": lin}
+            cands = {"linear": lin}
+            if self.label_heads:
+                cands["model_1"] = pm = self._render_at(self.holdout, "seg").clamp(0, 1).transpose(0, 1).cpu().numpy()
             if self._sd is not None:     # MedGS's in-between labels across each held-out frame, and a mix
-                mc = self._labels_between(self.holdout)
-                cands.update({"model_0.5": 0.5 * pm + 0.5 * mc, "blend": mc})
+                cands["blend"] = mc = self._labels_between(self.holdout)
+                if self.label_heads:
+                    cands["model_0.5"] = 0.5 * pm + 0.5 * mc
             rec.update(selfcheck.choose_labels({k: decode(v, vals) for k, v in cands.items()}, decode(tm, vals),
                                                self.cfg.schedule.deliver_labels))
         if self.masks is not None and "label_choice" not in rec and self.cfg.schedule.deliver_labels != "auto":
@@ -738,7 +750,7 @@ class Trainer:
     def load_checkpoint(self, ck: dict, resume_optimizer: bool = True):
         from .model import FoldedGaussians
         self.model = FoldedGaussians.from_state_dict(ck["model"], self.device)
-        if self.masks is not None and not self.model.has_seg:
+        if self.label_heads and not self.model.has_seg:
             self.model.add_seg_head(self.masks.shape[0])
         self._build_optimizer()
         same = ck.get("pipeline") == self.pipeline

@@ -273,3 +273,25 @@ def test_deliver_labels_is_checked_before_any_training():
     cfg.loss.seg_ibfr = 0.0
     with pytest.raises(InputError, match="needs MedGS's in-between labels"):
         Trainer(torch.zeros(5, 8, 8), cfg, masks=torch.zeros(1, 5, 8, 8), pipeline="joint")
+
+
+def test_in_between_labels_asked_for_train_no_label_heads():
+    """deliver_labels="blend": the image alone trains (no label head, the image's step count), the
+    self-check scores the in-between labels against linear only, and every output slice between
+    annotated ones carries them (the annotated ones are the user's)."""
+    from MedGSLib.api import default_config, interpolate_array
+    h, w = 20, 36
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = np.stack([np.hypot(xx - 8 - 2 * f, yy - 10) <= 5 for f in range(7)]).astype(np.float32)
+    cfg = default_config("fast", "cpu", iterations=12)
+    cfg.model.num_points = 300
+    cfg.schedule.deliver_labels = "blend"
+    res = interpolate_array(0.2 + 0.6 * disc, factor=2, masks=disc[None], config=cfg)
+    assert not res.model.has_seg and res.info["label_heads"] is False
+    check = res.info["self_check"]
+    assert set(check["label_dice"]) == {"blend", "linear"} and check["label_choice"] == "blend"
+    assert "dice_model" not in check
+    on_grid = np.isclose(res.positions, np.round(res.positions))
+    np.testing.assert_array_equal(res.probs[0, on_grid], disc)
+    between = res.probs[0, ~on_grid]
+    assert between.shape[0] == 6 and all(0 < (s >= 0.5).sum() for s in between)
