@@ -67,9 +67,36 @@ def signed_distances(masks, clip: float = CLIP_PX, frames=None):
         cols = np.flatnonzero(m.any(axis=(0, 1)))
         ys = slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h))
         xs = slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w))
-        box = np.stack([signed_distance(m[f, ys, xs], (1.0, 1.0), clip) for f in range(A)])
-        out[c, :, ys, xs] = torch.from_numpy(box).to(torch.float16)
+        if masks.device.type == "cuda":     # on the GPU: the same values without a host round trip
+            box = clipped_distances(masks[c, frames][:, ys, xs] > 0.5, clip)
+        else:
+            box = torch.from_numpy(np.stack([signed_distance(m[f, ys, xs], (1.0, 1.0), clip) for f in range(A)]))
+        out[c, :, ys, xs] = box.to(out.device, torch.float16)
     return out.to(masks.device)
+
+
+def clipped_distances(mask, clip: float):
+    """`signed_distance` in pixels of a stack of masks [A, h, w] (bool, torch, any device) by
+    direct search: clipped at `clip`, the distance to the nearest pixel of the other kind is the
+    shortest offset within `clip` that reaches one (pixels outside the frame count as neither, as
+    in the Euclidean distance transform). About 50 shifted comparisons for the default clip: fast
+    on a GPU, where scipy's transform would need the masks on the host."""
+    import torch
+    A, h, w = mask.shape
+    r = int(math.floor(clip))
+    inside = mask.to(torch.int8)
+    padded = torch.nn.functional.pad(inside, (r, r, r, r), value=-1)    # -1: outside the frame
+    to_out = torch.full((A, h, w), float(clip), device=mask.device)     # inside: nearest background
+    to_in = torch.full((A, h, w), float(clip), device=mask.device)      # outside: nearest mask pixel
+    offsets = sorted(((math.hypot(dy, dx), dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)),
+                     reverse=True)
+    for d, dy, dx in offsets:   # farthest first: a nearer offset overwrites
+        if d == 0 or d > clip:
+            continue
+        other = padded[:, r + dy:r + dy + h, r + dx:r + dx + w]
+        to_out = torch.where(mask & (other == 0), d, to_out)
+        to_in = torch.where(~mask & (other == 1), d, to_in)
+    return torch.where(mask, to_out, -to_in)
 
 
 def _masks_from(s, band: float):

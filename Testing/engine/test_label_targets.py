@@ -201,3 +201,16 @@ def test_cubic_between_a_widening_band_is_the_band_of_the_middle_width():
     zero = lambda pairs: torch.zeros(len(pairs), 2, h, w)                # noqa: E731
     out = lt.cubic_between(lambda fr: sd[list(fr)], zero, [0, 1, 2, 3], [1], torch.tensor([0.5]))
     assert np.array_equal(out[0, 0].numpy() > 0, band(5) > 0)
+
+
+def test_clipped_distances_equal_the_distance_transform_rule():
+    """The GPU path of `signed_distances` (direct search) gives `signed_distance`'s values exactly:
+    random blobs touching the frame's edges, an empty and a full frame, clips 4 and 2.5."""
+    rng = np.random.default_rng(3)
+    from scipy.ndimage import binary_opening
+    masks = np.stack([binary_opening(rng.random((23, 31)) < 0.55) for _ in range(4)]
+                     + [np.zeros((23, 31), bool), np.ones((23, 31), bool)])
+    for clip in (4.0, 2.5):
+        want = np.stack([lt.signed_distance(m, (1.0, 1.0), clip) for m in masks])
+        got = lt.clipped_distances(torch.from_numpy(masks), clip).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
