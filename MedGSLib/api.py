@@ -116,6 +116,8 @@ def interpolate_array(frames, factor=None, *, spacing_ratio=None, positions=None
     if masks is not None:
         info["label_support"] = sorted(support)
         info["label_heads"] = trainer.label_heads
+        if trainer.label_heads_reason:
+            info["label_heads_reason"] = trainer.label_heads_reason
     info.update({"render_seconds": time.perf_counter() - t1, "pipeline": pipeline,
                  "frames": [int(F), int(H), int(W)], "output_slices": int(len(positions))})
     if trainer.device.type == "cuda":

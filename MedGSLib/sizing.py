@@ -72,6 +72,14 @@ GPU_FRAME_VISITS = 6_400
 # 30 % of the schedule, the fold-in at 80 %): 100 steps leave it five
 GPU_ITERATIONS = (100, 1500)
 
+# The label heads learn each label channel from its frame visits: steps x frames a step / frames,
+# times channels / labels where a step trains a few of many. The GPU schedule gives every dev case
+# 50 or more; a CPU run 0.1-12 (the 188-label brain 0.14), and there the heads lost to the labels
+# they are trained toward, MedGS's in-between labels (label_targets.cubic_between), in 10 of 12
+# cells of the CPU study (results/study_cpu_labels_blend/) in twice the training time. A sized
+# schedule that gives fewer visits delivers those labels without heads (train.Trainer).
+MIN_LABEL_VISITS = 25
+
 FLOW_S_PER_PIXEL = 2.5e-7         # one Adam step of one pair at the finest level (coarser: +1/3)
 FLOW_SHARE = 0.1
 FLOW_STEPS = (8, 60)
@@ -129,6 +137,12 @@ def iterations(shape, device: str, preset: str = "fast", frames_per_step: int = 
         n *= 2
     lo, hi = CPU_ITERATIONS
     return max(lo, min(hi * (2 if preset == "quality" else 1), n))
+
+
+def label_visits(frames: int, iterations: int, frames_per_step: int, labels: int, channels: int) -> float:
+    """Visits of each frame by each label channel over a schedule (see MIN_LABEL_VISITS)."""
+    share = channels / labels if 0 < channels < labels else 1.0
+    return iterations * min(int(frames_per_step), int(frames)) / max(1, int(frames)) * share
 
 
 def lr_scale(iterations: int) -> float:

@@ -98,12 +98,15 @@ class Trainer:
         # image alone (as fast as an image-only run) and keeps the labels for the motion-carried
         # shape interpolation and the self-check
         self.label_heads = masks is not None and dl != "blend"
-        self.pipeline = pipeline if self.label_heads or masks is None else "img"
         self.device = device if device is not None else resolve_device(config.device)
         if renderer is None:
             renderer, renderer_reason = select_renderer(self.device, config.renderer)
         self.renderer, self.renderer_reason = renderer, renderer_reason
         self.F, self.H, self.W = (int(x) for x in ref.shape)
+        self.label_heads_reason = ""
+        if self.label_heads and dl == "auto" and pipeline == "joint" and self._between_labels_possible():
+            self.label_heads = self._sized_heads(int(masks.shape[0]))
+        self.pipeline = pipeline if self.label_heads or masks is None else "img"
         self._size_to_data(int(masks.shape[0]) if self.label_heads else 0)
         self.frames = frames.to(self.device).float().contiguous() if frames is not None else None
         self.masks = masks.to(self.device).float().contiguous() if masks is not None else None
@@ -123,6 +126,8 @@ class Trainer:
         self.times = frame_times(self.F).to(self.device)
         self.progress = progress
         self.cancel = cancel
+        if self.label_heads_reason:
+            self._emit_log(self.label_heads_reason)
         # every random draw takes this generator: the process-wide seed is left alone
         self.gen = torch.Generator().manual_seed(int(config.seed))
         self.step = 0
@@ -150,7 +155,7 @@ class Trainer:
         self._sd = None
         lc = self.cfg.loss
         checks_labels = bool(self.holdout) and set(self.holdout) <= self._all_mask_frames
-        asks_between = self.cfg.schedule.deliver_labels in ("model_0.5", "blend")
+        asks_between = self.cfg.schedule.deliver_labels in ("model_0.5", "blend") or not self.label_heads
         if (self.flow is not None and self.masks is not None and lc.seg_ibfr > 0
                 and (lc.seg_ibfr_target != "blend" or checks_labels or asks_between)):
             ann = sorted(self._all_mask_frames)
@@ -172,6 +177,30 @@ class Trainer:
             self._sd[:, self._sd_row[missing]] = signed_distances(self.masks, frames=missing)
             self._sd_done.update(missing)
         return self._sd_row[torch.as_tensor(frames, device=self.device)]
+
+    def _between_labels_possible(self) -> bool:
+        lc = self.cfg.loss
+        return lc.ibfr_target == "flow" and lc.ibfr > 0 and lc.seg_ibfr > 0
+
+    def _sized_heads(self, labels: int) -> bool:
+        """Train label heads? Yes, unless the schedule is sized here (schedule.iterations 0) and
+        gives each label channel fewer frame visits than the heads need (sizing.label_heads):
+        then the run delivers MedGS's in-between labels, which the heads would be trained toward."""
+        from . import sizing
+        sc, ch = self.cfg.schedule, self.cfg.loss.seg_channels
+        if sc.iterations:
+            return True
+        shape = (self.F, self.H, self.W)
+        steps = sizing.iterations(shape, self.device.type, self.cfg.preset.split("+")[0], sc.frames_per_step,
+                                  sc.frame_visits, labels, ch)
+        visits = sizing.label_visits(self.F, steps, sc.frames_per_step, labels, ch)
+        if visits >= sizing.MIN_LABEL_VISITS:
+            return True
+        self.label_heads_reason = (
+            f"the schedule gives each label channel {visits:.1f} visits of each frame (the label heads need "
+            f"{sizing.MIN_LABEL_VISITS}): the labels are MedGS's in-between labels, without heads "
+            "(schedule.deliver_labels='model' trains the heads)")
+        return False
 
     def _size_to_data(self, labels: int):
         """Fill the sizes left at 0 (the CPU variant of the presets) from the data (sizing.py)."""

@@ -295,3 +295,26 @@ def test_in_between_labels_asked_for_train_no_label_heads():
     np.testing.assert_array_equal(res.probs[0, on_grid], disc)
     between = res.probs[0, ~on_grid]
     assert between.shape[0] == 6 and all(0 < (s >= 0.5).sum() for s in between)
+
+
+def test_a_sized_schedule_too_short_for_label_heads_delivers_the_in_between_labels():
+    """The CPU variant sizes 40 steps of 4 frames for 13 frames: 12.3 visits a label channel, below
+    sizing.MIN_LABEL_VISITS, so no label head is trained (and the run says why); asking for the
+    heads, or setting the schedule by hand, trains them."""
+    import torch
+    from MedGSLib import sizing
+    from MedGSLib.api import default_config
+    from MedGSLib.train import Trainer
+    frames = torch.rand(13, 64, 64)
+    masks = (frames[None] > 0.5).float()
+    cfg = default_config("fast", "cpu")
+    assert cfg.schedule.iterations == 0
+    tr = Trainer(frames, cfg, masks=masks, pipeline="joint")
+    assert tr.cfg.schedule.iterations == 40 and not tr.label_heads and not tr.model.has_seg
+    visits = sizing.label_visits(13, 40, 4, 1, 8)
+    assert tr.label_heads_reason.startswith(f"the schedule gives each label channel {visits:.1f} visits")
+    assert tr.pipeline == "img" and tr._sd is not None
+    cfg.schedule.deliver_labels = "model"
+    assert Trainer(frames, cfg, masks=masks, pipeline="joint").model.n_labels == 1
+    cfg.schedule.deliver_labels, cfg.schedule.iterations = "auto", 40
+    assert Trainer(frames, cfg, masks=masks, pipeline="joint").model.n_labels == 1

@@ -69,6 +69,17 @@ def test_gpu_label_channels_get_the_image_frames_visits():
     assert sizing.plan((64, 256, 256), "cuda", "fast", 48, labels=188, channels=32).iterations == 784
 
 
+def test_label_visits_decide_the_label_heads():
+    # the GPU schedule of the 256 CT with 7 labels: 134 steps of 48 of 64 frames
+    assert sizing.label_visits(64, 134, 48, 7, 8) == pytest.approx(100.5)
+    assert sizing.label_visits(64, 784, 48, 188, 32) == pytest.approx(784 * 48 / 64 * 32 / 188)   # 100.1
+    # CPU: the 188-label brain (67 frames, 55 steps of 4, 8 channels a step) and a 13-slice MRI
+    assert sizing.label_visits(67, 55, 4, 188, 8) == pytest.approx(55 * 4 / 67 * 8 / 188)          # 0.14
+    assert sizing.label_visits(13, 40, 4, 1, 8) == pytest.approx(40 * 4 / 13)                      # 12.3
+    assert sizing.label_visits(3, 10, 48, 1, 0) == 10.0         # a step cannot draw more frames than there are
+    assert sizing.label_visits(13, 40, 4, 1, 8) < sizing.MIN_LABEL_VISITS <= sizing.label_visits(64, 784, 48, 188, 32)
+
+
 def test_short_schedules_take_larger_steps():
     assert sizing.lr_scale(1500) == sizing.lr_scale(3000) == sizing.lr_scale(0) == 1.0
     assert sizing.lr_scale(375) == 2.0                                  # sqrt(1500 / 375)
