@@ -74,12 +74,14 @@ GPU_ITERATIONS = (100, 1500)
 
 # The label heads learn each label channel from its frame visits: steps x frames a step / frames,
 # times channels / labels where a step trains a few of many. The GPU schedule gives every dev case
-# 50 or more; a CPU run 0.1-12 (the 188-label brain 0.14). On the CPU study the labels the heads
+# 81 or more; a CPU run 0.1-12 (the 188-label brain 0.14). On the CPU study the labels the heads
 # are trained toward, MedGS's in-between labels (label_targets.cubic_between), delivered without
 # heads, beat shape-based cubic interpolation in 10 of 12 cells (mean Dice 0.769), the heads with
 # the self-check's choice in 7 (0.751), in about half the training time
 # (results/study_cpu_labels_blend/, results/study_cpu_label_choice/). A sized schedule that gives
-# fewer visits delivers those labels without heads (train.Trainer).
+# fewer visits on the CPU delivers those labels without heads (train.Trainer; a GPU schedule keeps
+# them: its label channels get the image's visits, and fewer than 25 happen only past 256 kept
+# frames, where the two were never compared).
 MIN_LABEL_VISITS = 25
 
 FLOW_S_PER_PIXEL = 2.5e-7         # one Adam step of one pair at the finest level (coarser: +1/3)

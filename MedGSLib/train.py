@@ -183,12 +183,15 @@ class Trainer:
         return lc.ibfr_target == "flow" and lc.ibfr > 0 and lc.seg_ibfr > 0
 
     def _sized_heads(self, labels: int) -> bool:
-        """Train label heads? Yes, unless the schedule is sized here (schedule.iterations 0) and
-        gives each label channel fewer frame visits than the heads need (sizing.label_heads):
-        then the run delivers MedGS's in-between labels, which the heads would be trained toward."""
+        """Train label heads? Yes, unless the schedule is a CPU time budget sized here
+        (schedule.iterations 0) that gives each label channel fewer frame visits than the heads
+        need (sizing.MIN_LABEL_VISITS): then the run delivers MedGS's in-between labels, which the
+        heads would be trained toward. A GPU schedule gives the label channels the image's own
+        visits (sizing.iterations); the heads were measured against the in-between labels there
+        only on volumes of up to 79 kept frames (81 visits and more), so it always keeps them."""
         from . import sizing
         sc, ch = self.cfg.schedule, self.cfg.loss.seg_channels
-        if sc.iterations:
+        if sc.iterations or self.device.type != "cpu":
             return True
         shape = (self.F, self.H, self.W)
         steps = sizing.iterations(shape, self.device.type, self.cfg.preset.split("+")[0], sc.frames_per_step,
